@@ -1,0 +1,1 @@
+"""Rewriter LLM backends behind one small protocol (see `base.RewriterBackend`)."""

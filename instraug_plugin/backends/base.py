@@ -1,0 +1,57 @@
+"""The protocol every rewriter backend implements, and the request it receives.
+
+Torch-free: backends that need torch import it in their own module. A backend turns a batch of
+chat requests into reply strings, one per request, in order. Batching, devices and quantization
+are the backend's business; caching and resume are the pipeline's (see `core.cache`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sampled completion of a chat prompt.
+
+    `required_spans` lists strings (placeholder sentinels) that a backend supporting constrained
+    decoding must emit exactly once each before the end of the reply; empty means unconstrained.
+    `sample_index` distinguishes repeated samples of the same prompt (and seeds their sampling).
+    """
+
+    messages: tuple[tuple[str, str], ...]
+    temperature: float
+    top_p: float = 0.9
+    max_new_tokens: int = 64
+    sample_index: int = 0
+    required_spans: tuple[str, ...] = ()
+
+    def cache_key(self, model_id: str) -> str:
+        """Content address: model + prompt + sampling parameters + sample index."""
+        payload = json.dumps(
+            [model_id, self.messages, self.temperature, self.top_p, self.max_new_tokens,
+             self.sample_index, self.required_spans],
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@runtime_checkable
+class RewriterBackend(Protocol):
+    """A rewriter LLM. `model_id` names the weights (it is part of every cache key)."""
+
+    name: str
+    model_id: str
+    supports_constraints: bool
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """One reply per request, in order. May raise; the caller decides on fallback."""
+        ...
+
+    def close(self) -> None:
+        """Release the model (and accelerator memory)."""
+        ...

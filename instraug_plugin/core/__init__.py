@@ -1,0 +1,1 @@
+"""Torch-free core: placeholders, reply extraction, filters, pool, sampling."""

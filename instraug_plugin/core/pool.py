@@ -1,0 +1,179 @@
+"""The instruction pool: a directory with `pool.jsonl` (one record per row) and `manifest.json`.
+
+Format (one JSON object per line of `pool.jsonl`):
+
+    id            stable hash of (task, seed_id, text)
+    task          task name ("default" when the input has no task column)
+    seed_id       "<task>/<index>" of the seed instruction
+    seed          the seed instruction text, placeholders included
+    text          this row's instruction text (equals `seed` for seed rows)
+    strategy      "seed" | "single" | "multi_temperature" | "iterative"
+    temperature   sampling temperature (null for seed rows)
+    round         0 for seeds, 1.. for rephrasing rounds
+    parent        text this row was rephrased from (the seed for round 1; null for seeds)
+    meta_prompt   name of the meta-prompt under templates/meta_prompts (null for seeds)
+    backend       rewriter backend name (null for seeds)
+    model         rewriter model id (null for seeds)
+
+Seed rows are always present, so a pool alone is enough to rebuild a template set. `manifest.json`
+records the configuration, per-filter reject counts, per-task counts and timings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from instraug_plugin.core.errors import InstrAugError
+
+POOL_FILE = "pool.jsonl"
+MANIFEST_FILE = "manifest.json"
+SEED_STRATEGY = "seed"
+
+
+def normalize(text: str) -> str:
+    """Key used to match instructions: case-folded, whitespace collapsed, outer spaces stripped."""
+    return re.sub(r"\s+", " ", text).strip().casefold()
+
+
+@dataclass(frozen=True)
+class PoolRecord:
+    """One instruction in the pool (a seed or a kept paraphrase)."""
+
+    task: str
+    seed_id: str
+    seed: str
+    text: str
+    strategy: str = SEED_STRATEGY
+    temperature: float | None = None
+    round: int = 0
+    parent: str | None = None
+    meta_prompt: str | None = None
+    backend: str | None = None
+    model: str | None = None
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(f"{self.task}\x00{self.seed_id}\x00{self.text}".encode()).hexdigest()[:16]
+
+    @property
+    def is_seed(self) -> bool:
+        return self.strategy == SEED_STRATEGY
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, **asdict(self)}
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any], *, source: str) -> PoolRecord:
+        try:
+            return cls(
+                task=str(row["task"]),
+                seed_id=str(row["seed_id"]),
+                seed=str(row["seed"]),
+                text=str(row["text"]),
+                strategy=str(row.get("strategy", SEED_STRATEGY)),
+                temperature=None if row.get("temperature") is None else float(row["temperature"]),
+                round=int(row.get("round", 0)),
+                parent=row.get("parent"),
+                meta_prompt=row.get("meta_prompt"),
+                backend=row.get("backend"),
+                model=row.get("model"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InstrAugError(f"{source}: bad pool record ({type(exc).__name__}: {exc})") from None
+
+
+def write_pool(directory: Path, records: Iterable[PoolRecord], manifest: dict[str, Any]) -> Path:
+    """Write `pool.jsonl` and `manifest.json` atomically (temp file + rename)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pool_path = directory / POOL_FILE
+    tmp = pool_path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
+    tmp.replace(pool_path)
+    manifest_tmp = directory / (MANIFEST_FILE + ".tmp")
+    manifest_tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    manifest_tmp.replace(directory / MANIFEST_FILE)
+    return pool_path
+
+
+def _pool_file(path: Path) -> Path:
+    return path / POOL_FILE if path.is_dir() else path
+
+
+def read_records(path: Path) -> Iterator[PoolRecord]:
+    """Yield the records of a pool directory or `pool.jsonl` file; one-line errors on bad input."""
+    pool_path = _pool_file(path)
+    if not pool_path.is_file():
+        raise InstrAugError(f"pool file not found: {pool_path}")
+    with pool_path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InstrAugError(f"{pool_path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise InstrAugError(f"{pool_path}:{lineno}: expected a JSON object")
+            yield PoolRecord.from_json(row, source=f"{pool_path}:{lineno}")
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """The manifest next to a pool (empty dict if the pool has none)."""
+    manifest_path = (path if path.is_dir() else path.parent) / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return {}
+    try:
+        return json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InstrAugError(f"{manifest_path}: not valid JSON ({exc.msg})") from None
+
+
+class Pool:
+    """Records indexed by task and by normalized seed text, for fast lookup on the training hot path."""
+
+    def __init__(self, records: Iterable[PoolRecord]):
+        self.records: list[PoolRecord] = list(records)
+        self._by_task: dict[str, list[PoolRecord]] = defaultdict(list)
+        self._variants_by_seed: dict[tuple[str | None, str], list[str]] = defaultdict(list)
+        for record in self.records:
+            self._by_task[record.task].append(record)
+            if not record.is_seed:
+                key = normalize(record.seed)
+                for task in (record.task, None):
+                    bucket = self._variants_by_seed[(task, key)]
+                    if record.text not in bucket:
+                        bucket.append(record.text)
+
+    @classmethod
+    def load(cls, *paths: Path) -> Pool:
+        """Load and merge one or more pools."""
+        return cls(record for path in paths for record in read_records(Path(path)))
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted(self._by_task)
+
+    def by_task(self, task: str) -> list[PoolRecord]:
+        return self._by_task.get(task, [])
+
+    def seeds(self, task: str) -> list[PoolRecord]:
+        return [r for r in self.by_task(task) if r.is_seed]
+
+    def variants(self, seed_text: str, task: str | None = None) -> list[str]:
+        """Kept paraphrases of `seed_text` (matched after normalization); [] if none.
+
+        With `task`, only that task's paraphrases; without, those of any task.
+        """
+        return self._variants_by_seed.get((task, normalize(seed_text)), [])
+
+    def __len__(self) -> int:
+        return len(self.records)
