@@ -29,3 +29,209 @@ def main() -> None:
             exc.show()
             raise SystemExit(exc.exit_code) from None
         raise
+
+
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InstrAugError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
+@app.command("pregen")
+def pregen_command(
+    source: Annotated[Path, typer.Argument(help="Template JSON {task: [templates]}, LLaVA json, or dataset_info.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Pool directory (pool.jsonl, manifest.json, cache.jsonl).")] = Path("runs/pool"),
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset name in dataset_info.json.")] = None,
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task names to include.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Use at most this many seed instructions.")] = None,
+    task_column: Annotated[Optional[str], typer.Option(help="Dataset column naming each row's task.")] = None,
+    all_turns: Annotated[bool, typer.Option(help="Take every user turn, not only the first.")] = False,
+    strategy: Annotated[str, typer.Option(help="single | multi_temperature | iterative")] = "single",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (single, iterative).")] = 0.6,
+    temperatures: Annotated[str, typer.Option(help="Temperatures for multi_temperature.")] = ",".join(
+        f"{t:.2f}" for t in (0.5 + 0.05 * i for i in range(11))
+    ),
+    rounds: Annotated[int, typer.Option(help="Rephrasing rounds (iterative).")] = 2,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling p.")] = 0.9,
+    samples_per_prompt: Annotated[int, typer.Option(help="Samples per meta-prompt and temperature.")] = 1,
+    direct_prompts: Annotated[int, typer.Option(help="Direct meta-prompts to use (0-5).")] = 5,
+    guided_prompts: Annotated[int, typer.Option(help="Guided meta-prompts to use.")] = 5,
+    guides: Annotated[Optional[Path], typer.Option(help="Guides file from bootstrap-guides.")] = None,
+    placeholder_mode: Annotated[str, typer.Option(help="constrained (safe by construction) | mask (mask-then-filter)")] = "constrained",
+    extra_placeholder: Annotated[Optional[list[str]], typer.Option(help="Regex of extra protected spans (repeatable).")] = None,
+    length_window: Annotated[str, typer.Option(help="Kept word-length window relative to the parent: low,high.")] = "0.5,1.5",
+    near_duplicate: Annotated[float, typer.Option(help="Reject paraphrases this similar to a kept one (1 disables).")] = 0.9,
+    contractions: Annotated[bool, typer.Option(help="Reject 'd / 'll contractions.")] = False,
+    backend: Annotated[str, typer.Option(help="Rewriter backend.")] = "transformers",
+    model: Annotated[str, typer.Option(help="Local model path, or smollm2 (embedded default).")] = "smollm2",
+    quantization_bits: Annotated[Optional[int], typer.Option(help="bitsandbytes 4 or 8.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 32,
+) -> None:
+    """Generate an instruction pool from seed instructions (resumable: rerun the same command)."""
+    from rich.progress import Progress
+
+    from instraug_plugin.backends.registry import create_backend
+    from instraug_plugin.core.filters import FilterConfig
+    from instraug_plugin.generation.pipeline import PregenConfig, pregen_to_directory
+    from instraug_plugin.generation.prompts import load_meta_prompts
+    from instraug_plugin.inputs import load_seeds
+
+    low_high = _floats(length_window, "--length-window")
+    if len(low_high) != 2:
+        raise InstrAugError(f"--length-window: expected low,high; got {length_window!r}")
+    config = PregenConfig(
+        strategy=strategy, temperature=temperature, temperatures=_floats(temperatures, "--temperatures"),
+        rounds=rounds, top_p=top_p, samples_per_prompt=samples_per_prompt, placeholder_mode=placeholder_mode,
+        batch_size=batch_size, extra_placeholders=tuple(extra_placeholder or ()),
+        filters=FilterConfig(low_high[0], low_high[1], contractions, near_duplicate),
+    )
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    seeds = load_seeds(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns)
+    seeds = seeds[:limit] if limit is not None else seeds
+    if not seeds:
+        raise InstrAugError(f"{source}: no seed instructions selected")
+    meta_prompts = load_meta_prompts(direct_prompts, guided_prompts, guides_file=guides)
+    rewriter = create_backend(backend, model=model, quantization_bits=quantization_bits, device=device, batch_size=batch_size)
+    with Progress() as progress:
+        bar = progress.add_task("generating", total=None)
+        result = pregen_to_directory(
+            seeds, rewriter, meta_prompts, config, out,
+            on_batch=lambda done, total: progress.update(bar, completed=done, total=total),
+            source=str(source), dataset=dataset,
+        )
+    counts = result.counts
+    print(
+        f"wrote {out}/pool.jsonl: {counts['seeds']} seeds, {counts['kept']} paraphrases kept of "
+        f"{counts['generated']} generated (yield {counts['yield']:.0%}, {counts['cache_hits']} from cache)"
+    )
+
+
+@app.command("bootstrap-guides")
+def bootstrap_guides_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Guides JSON to write (use with pregen --guides).")],
+    n: Annotated[int, typer.Option(help="Guiding instructions to ask for.")] = 10,
+    keep: Annotated[int, typer.Option(help="Keep the first this many (InstrAug kept 5 of 10).")] = 5,
+    model: Annotated[str, typer.Option(help="Local model path, or smollm2.")] = "smollm2",
+    backend: Annotated[str, typer.Option(help="Rewriter backend.")] = "transformers",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+) -> None:
+    """Ask the rewriter LLM to write guiding instructions (bootstrapped meta-prompts)."""
+    import json
+
+    from instraug_plugin.backends.base import GenerationRequest
+    from instraug_plugin.backends.registry import create_backend
+    from instraug_plugin.generation.prompts import INSTRUCTION_SLOT, bootstrap_request, parse_guides
+    from instraug_plugin.resources import templates_dir
+
+    rewriter = create_backend(backend, model=model)
+    reply = rewriter.generate([GenerationRequest(bootstrap_request(n), temperature, max_new_tokens=40 * n)])[0]
+    found = parse_guides(reply)
+    if not found:
+        raise InstrAugError(f"the rewriter returned no numbered guidelines; reply began {reply[:80]!r}")
+    base = json.loads((templates_dir() / "meta_prompts" / "guided.json").read_text(encoding="utf-8"))
+    base.update(guides=found[:keep], description=f"Bootstrapped by {rewriter.model_id}; {len(found)} written, first {keep} kept.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(base, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {out}: {len(found[:keep])} guides ({INSTRUCTION_SLOT} request kept from the default)")
+
+
+@app.command("stats")
+def stats_command(
+    pool: Annotated[Path, typer.Argument(help="Pool directory (pool.jsonl + manifest.json) or pool.jsonl.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Report directory (default: POOL/stats).")] = None,
+) -> None:
+    """Write stats.md and PNG plots about an instruction pool, and print a summary."""
+    from instraug_plugin.stats import print_summary, write_stats
+
+    report = write_stats(pool, out)
+    print_summary(report.stats)
+    print(f"wrote {report.markdown} and {len(report.plots)} plot(s)")
+
+
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_command(
+    ctx: typer.Context,
+    config: Annotated[Path, typer.Argument(help="LLaMA-Factory YAML/JSON config, instraug_* keys included.")],
+) -> None:
+    """Run `llamafactory-cli train CONFIG` (plus key=value overrides) with the plugin, no startup hook needed."""
+    from instraug_plugin.integrations.llamafactory.hook import launch_train
+
+    launch_train(str(config), list(ctx.args))
+
+
+@app.command("build")
+def build_command(
+    dataset: Annotated[Path, typer.Argument(help="dataset_info.json (or its directory) with --name, or a LLaVA json.")],
+    pool: Annotated[list[Path], typer.Option("--pool", help="Pool directory or pool.jsonl (repeatable).")],
+    name: Annotated[Optional[str], typer.Option("--name", help="Dataset name in dataset_info.json.")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Default: the source's directory.")] = None,
+    output_name: Annotated[Optional[str], typer.Option("--output-name", help="Default: NAME_instraug.")] = None,
+    epsilon: Annotated[float, typer.Option(help="Probability of keeping the original wording.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
+    copies: Annotated[int, typer.Option(help="Augmented copies per instance (K).")] = 1,
+    all_turns: Annotated[bool, typer.Option("--all-turns", help="Rewrite every user turn, not only the first.")] = False,
+    task_column: Annotated[Optional[str], typer.Option(help="Column naming each row's task.")] = None,
+    placeholder_regex: Annotated[Optional[list[str]], typer.Option(help="Extra protected-span regex.")] = None,
+) -> None:
+    """Write an augmented dataset (same instances, epsilon sampling, K copies) and its dataset_info entry."""
+    from instraug_plugin.build import build_dataset
+
+    summary = build_dataset(
+        dataset=dataset, name=name, pools=pool, output_dir=output_dir, output_name=output_name, epsilon=epsilon,
+        seed=seed, copies=copies, all_turns=all_turns, task_column=task_column,
+        placeholder_regex=tuple(placeholder_regex or ()),
+    )
+    print(
+        f"wrote {summary['rows']} rows ({summary['rewritten']} rewritten, {summary['original']} original, "
+        f"{summary['no_entry']} without pool entry) to {summary['file']}; "
+        f"dataset {summary['dataset']!r} added to {summary['dataset_info']}"
+    )
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[str, typer.Argument(help="Model dir or hub id, LoRA adapter dir, or LLaMA-Factory output dir.")],
+    eval_set: Annotated[Path, typer.Option("--eval-set", help="Evaluation set JSON (format instraug-eval/1).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("runs/eval"),
+    template: Annotated[Optional[str], typer.Option(help="LLaMA-Factory template used in training, e.g. llava.")] = None,
+    base_model: Annotated[Optional[str], typer.Option(help="Base model of a LoRA adapter (default: from its config).")] = None,
+    variants: Annotated[str, typer.Option(help="original | heldout | both")] = "heldout",
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task names (default: all).")] = None,
+    max_instances: Annotated[Optional[int], typer.Option(help="First N instances per task.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(help="Generated tokens per answer.")] = 16,
+) -> None:
+    """Score a model under every instruction variant: per-task mean/std/min/max, Sensitivity; JSON, markdown, PNG."""
+    from instraug_plugin.evaluation.evalset import load_eval_set
+    from instraug_plugin.evaluation.report import to_markdown, write_report
+    from instraug_plugin.evaluation.runner import GenerationSettings, Generator, evaluate, resolve_model
+
+    if batch_size < 1 or max_new_tokens < 1 or (max_instances is not None and max_instances < 1):
+        raise InstrAugError("--batch-size, --max-new-tokens and --max-instances must be >= 1")
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
+    data = load_eval_set(eval_set, variants=variants, tasks=task_list, max_instances_per_task=max_instances)
+    resolved = resolve_model(model, template=template, base_model=base_model)
+    generator = Generator.load(resolved, GenerationSettings(batch_size, max_new_tokens))
+    report, items = evaluate(generator, data, model_name=model, variants=variants)
+    paths = write_report(report, out, items)
+    print(to_markdown(report))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command("make-benchmark")
+def make_benchmark_command(
+    out: Annotated[Path, typer.Argument(help="Output directory (images, train.json, dataset_info.json, eval.json).")],
+    seed: Annotated[int, typer.Option(help="Generation seed; the same seed gives the same benchmark.")] = 0,
+    train_per_task: Annotated[int, typer.Option(help="Training instances per task.")] = 200,
+    test_per_task: Annotated[int, typer.Option(help="Test instances per task.")] = 40,
+    image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 96,
+) -> None:
+    """Draw the shipped shapes benchmark offline from a seed (5 tasks, original + held-out wordings)."""
+    from instraug_plugin.evaluation.shapes import DATASET_NAME, make_benchmark
+
+    manifest = make_benchmark(out, seed=seed, train_per_task=train_per_task, test_per_task=test_per_task,
+                              image_size=image_size)
+    print(f"wrote {out}: {manifest['train_rows']} training rows (dataset {DATASET_NAME!r} in dataset_info.json), "
+          f"{manifest['test_instances']} test instances in eval.json")

@@ -20,7 +20,8 @@ class GenerationRequest:
 
     `required_spans` lists strings (placeholder sentinels) that a backend supporting constrained
     decoding must emit exactly once each before the end of the reply; empty means unconstrained.
-    `sample_index` distinguishes repeated samples of the same prompt (and seeds their sampling).
+    `single_line` asks for a one-line reply: a backend that can, ends the reply where the model
+    would start a new line. `sample_index` distinguishes repeated samples of the same prompt.
     """
 
     messages: tuple[tuple[str, str], ...]
@@ -29,12 +30,13 @@ class GenerationRequest:
     max_new_tokens: int = 64
     sample_index: int = 0
     required_spans: tuple[str, ...] = ()
+    single_line: bool = False
 
     def cache_key(self, model_id: str) -> str:
         """Content address: model + prompt + sampling parameters + sample index."""
         payload = json.dumps(
             [model_id, self.messages, self.temperature, self.top_p, self.max_new_tokens,
-             self.sample_index, self.required_spans],
+             self.sample_index, self.required_spans, self.single_line],
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode()).hexdigest()

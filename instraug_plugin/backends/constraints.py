@@ -1,0 +1,117 @@
+"""Constrained decoding that emits every placeholder sentinel exactly once before the end.
+
+A per-row state machine over token ids, applied as a transformers LogitsProcessor:
+
+* FREE: tokens holding `{` or `}` are banned, except a bare "open" token (`{` or ` {`) while some
+  sentinel is still owed; end-of-sequence is banned while any is owed; when the remaining budget
+  of new tokens only just fits the owed sentinels, the open token is forced.
+* OPEN: only the letter of an owed sentinel may follow.
+* LETTER: only `}` may follow.
+
+So every finished reply contains each owed sentinel exactly once, wherever the model chose to put
+it: placeholder safety by construction instead of generate-then-filter. Rows marked single-line
+cannot start a new line; once nothing is owed, the score of a newline goes to end-of-sequence,
+so the reply ends where the model would have started commentary.
+
+The processor runs before temperature and top-p (transformers applies custom processors first), so
+banned tokens are never sampled and allowed ones keep their relative probabilities.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from transformers import LogitsProcessor, PreTrainedTokenizerBase
+
+_FREE, _OPEN, _LETTER = 0, 1, 2
+TOKENS_PER_SENTINEL = 3
+
+
+class SentinelVocabulary:
+    """Token ids the state machine needs, computed once per tokenizer."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase):
+        vocab_size = len(tokenizer)
+        texts = tokenizer.batch_decode([[i] for i in range(vocab_size)])
+        self.open_ids = [i for i, t in enumerate(texts) if t in ("{", " {")]
+        self.brace_ids = torch.tensor([i for i, t in enumerate(texts) if "{" in t or "}" in t])
+        self.newline_ids = torch.tensor([i for i, t in enumerate(texts) if "\n" in t])
+        close = [i for i, t in enumerate(texts) if t == "}"]
+        if not self.open_ids or not close:
+            raise ValueError("tokenizer has no single-token '{' / '}': constrained decoding unavailable")
+        self.close_id = close[0]
+        self.letter_ids: dict[str, int] = {}
+        for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+            ids = tokenizer.encode(letter, add_special_tokens=False)
+            if len(ids) != 1:
+                raise ValueError(f"sentinel letter {letter!r} is not a single token")
+            self.letter_ids[letter] = ids[0]
+        self.letter_by_id = {v: k for k, v in self.letter_ids.items()}
+        self.end_ids = sorted(
+            {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+        )
+
+
+class SentinelLogitsProcessor(LogitsProcessor):
+    """Forces each row's owed sentinels (`{A}`, `{B}`, …) to appear exactly once before EOS."""
+
+    def __init__(
+        self,
+        vocab: SentinelVocabulary,
+        owed: Sequence[Sequence[str]],
+        single_line: Sequence[bool],
+        max_new_tokens: int,
+    ):
+        self.vocab = vocab
+        self.single_line = list(single_line)
+        self.owed = [{s[1] for s in row} for row in owed]  # "{A}" -> "A"
+        self.state = [_FREE] * len(owed)
+        self.max_new_tokens = max_new_tokens
+        self.steps = 0
+        self.prompt_len: int | None = None
+
+    def _advance(self, row: int, token: int) -> None:
+        state = self.state[row]
+        if state == _FREE and token in self.vocab.open_ids and self.owed[row]:
+            self.state[row] = _OPEN
+        elif state == _OPEN:
+            self.owed[row].discard(self.vocab.letter_by_id.get(token, ""))
+            self.state[row] = _LETTER
+        elif state == _LETTER:
+            self.state[row] = _FREE
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.prompt_len is None:
+            self.prompt_len = input_ids.shape[1]
+        else:
+            self.steps += 1
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                self._advance(row, token)
+        budget = self.max_new_tokens - self.steps
+        for row, state in enumerate(self.state):
+            owed = self.owed[row]
+            if state == _FREE:
+                open_scores = scores[row, self.vocab.open_ids].clone()
+                scores[row, self.vocab.brace_ids] = -math.inf
+                if self.single_line[row]:
+                    if not owed:
+                        end = scores[row, self.vocab.end_ids[0]]
+                        scores[row, self.vocab.end_ids[0]] = torch.maximum(end, scores[row, self.vocab.newline_ids].max())
+                    scores[row, self.vocab.newline_ids] = -math.inf
+                if owed:
+                    scores[row, self.vocab.end_ids] = -math.inf
+                    if budget <= TOKENS_PER_SENTINEL * len(owed):
+                        scores[row] = -math.inf
+                    scores[row, self.vocab.open_ids] = open_scores
+            else:
+                allowed = (
+                    [self.vocab.letter_ids[letter] for letter in sorted(owed)]
+                    if state == _OPEN
+                    else [self.vocab.close_id]
+                )
+                kept = scores[row, allowed].clone()
+                scores[row] = -math.inf
+                scores[row, allowed] = kept
+        return scores

@@ -1,0 +1,92 @@
+"""Deterministic epsilon sampling of instruction wording, keyed by (seed, epoch, index, turn).
+
+Torch-free and process-independent: the draw is a stable hash (BLAKE2b) of the key, never Python's
+salted `hash()` or a shared RNG, so reruns, DataLoader workers and ranks all agree. With
+probability epsilon a sample keeps its original wording; otherwise one of the pool's paraphrases
+of that instruction is drawn uniformly. Only instruction text changes: a paraphrase whose
+protected spans (placeholders, media tokens) differ from the original is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
+from instraug_plugin.core.pool import Pool
+
+_MEMO_LIMIT = 100_000
+Decision = Literal["rewritten", "original", "no_entry"]
+_EDGE_RE = re.compile(r"^((?:\s*(?:<image>|<video>|<audio>))*\s*)(.*?)(\s*(?:(?:<image>|<video>|<audio>)\s*)*)$", re.S)
+
+
+def split_edge_media(text: str) -> tuple[str, str, str]:
+    """(leading media tokens + whitespace, core text, trailing media tokens + whitespace)."""
+    match = _EDGE_RE.match(text)
+    assert match is not None  # the pattern matches any string
+    return match.group(1), match.group(2), match.group(3)
+
+
+def unit_draw(seed: int, epoch: int, index: int, turn: int = 0) -> float:
+    """A uniform number in [0, 1) that depends only on its arguments."""
+    digest = hashlib.blake2b(struct.pack("<qqqq", seed, epoch, index, turn), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64
+
+
+def choose(seed: int, epoch: int, index: int, turn: int, n_variants: int, epsilon: float) -> int | None:
+    """Index of the paraphrase to use, or None to keep the original (probability epsilon)."""
+    if n_variants == 0:
+        return None
+    u = unit_draw(seed, epoch, index, turn)
+    if u < epsilon:
+        return None
+    return min(int((u - epsilon) / (1.0 - epsilon) * n_variants), n_variants - 1)
+
+
+@dataclass
+class InstructionRewriter:
+    """Rewrites one instruction from a pool; cheap enough for the per-sample training hot path.
+
+    Lookup tries the whole text first, then the text without leading/trailing media tokens (LLaVA
+    data puts `<image>\\n` before the question; pools may store the bare question), re-attaching
+    the media tokens unchanged.
+    """
+
+    pool: Pool
+    epsilon: float
+    seed: int
+    spec: PlaceholderSpec = DEFAULT_SPEC
+
+    def __post_init__(self) -> None:
+        self._safe: dict[tuple[str, str], bool] = {}
+
+    def candidates(self, text: str, task: str | None) -> tuple[str, str, Sequence[str]]:
+        """(prefix, suffix, paraphrases) such that prefix + paraphrase + suffix is a rewrite of text."""
+        variants = self.pool.variants(text, task)
+        if variants:
+            return "", "", variants
+        prefix, core, suffix = split_edge_media(text)
+        if prefix or suffix:
+            return prefix, suffix, self.pool.variants(core, task)
+        return "", "", ()
+
+    def rewrite(self, text: str, *, task: str | None, epoch: int, index: int, turn: int = 0) -> tuple[str, Decision]:
+        """The wording to train on for this (epoch, sample, turn), and what was decided."""
+        prefix, suffix, variants = self.candidates(text, task)
+        if not variants:
+            return text, "no_entry"
+        pick = choose(self.seed, epoch, index, turn, len(variants), self.epsilon)
+        if pick is None:
+            return text, "original"
+        new = prefix + variants[pick] + suffix
+        key = (text, new)
+        safe = self._safe.get(key)
+        if safe is None:
+            if len(self._safe) >= _MEMO_LIMIT:
+                self._safe.clear()
+            safe = self._safe[key] = self.spec.same_placeholders(text, new)
+        return (new, "rewritten") if safe else (text, "original")

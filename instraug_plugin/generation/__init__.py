@@ -1,0 +1,1 @@
+"""Paraphrase generation: meta-prompts, strategies, and the pregen pipeline."""

@@ -1,0 +1,271 @@
+"""The pregen pipeline: seeds → masked meta-prompts → batched cached generation → extract, restore,
+filter → pool records.
+
+Strategies (InstrAug): `single` (one temperature), `multi_temperature` (a list of temperatures,
+merged), `iterative` (N rounds, each fed with the previous round's *filtered* outputs; length is
+compared with the parent, placeholders with the root seed).
+
+Placeholder modes: `constrained` (the backend must emit every sentinel exactly once: safe by
+construction) and `mask` (the paper's mask-then-filter: unconstrained sampling, the placeholder
+filter rejects what broke).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from instraug_plugin.backends.base import GenerationRequest, RewriterBackend
+from instraug_plugin.core.cache import GenerationCache
+from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.extract import extract_reply
+from instraug_plugin.core.filters import Candidate, FilterChain, FilterConfig
+from instraug_plugin.core.placeholders import MaskedText, PlaceholderSpec
+from instraug_plugin.core.pool import SEED_STRATEGY, PoolRecord, write_pool
+from instraug_plugin.generation.prompts import MetaPrompt
+from instraug_plugin.inputs.base import Seed
+
+STRATEGIES = ("single", "multi_temperature", "iterative")
+PLACEHOLDER_MODES = ("constrained", "mask")
+MULTI_TEMPERATURES = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
+EXTRACTION = "extraction"
+CACHE_FILE = "cache.jsonl"
+
+
+@dataclass(frozen=True)
+class PregenConfig:
+    """How paraphrases are generated and filtered (recorded in the pool manifest)."""
+
+    strategy: str = "single"
+    temperature: float = 0.6
+    temperatures: tuple[float, ...] = MULTI_TEMPERATURES
+    rounds: int = 2
+    top_p: float = 0.9
+    samples_per_prompt: int = 1
+    placeholder_mode: str = "constrained"
+    batch_size: int = 32
+    max_new_tokens: int | None = None
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    extra_placeholders: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InstrAugError(f"strategy must be one of {', '.join(STRATEGIES)}; got {self.strategy!r}")
+        if self.placeholder_mode not in PLACEHOLDER_MODES:
+            raise InstrAugError(f"placeholder mode must be one of {', '.join(PLACEHOLDER_MODES)}; got {self.placeholder_mode!r}")
+        if self.rounds < 1 or self.samples_per_prompt < 1 or self.batch_size < 1:
+            raise InstrAugError("rounds, samples per prompt and batch size must be at least 1")
+        if not self.filters.length_low < self.filters.length_high:
+            raise InstrAugError("length window: low must be below high")
+
+    @property
+    def sampling_temperatures(self) -> tuple[float, ...]:
+        return self.temperatures if self.strategy == "multi_temperature" else (self.temperature,)
+
+    @property
+    def n_rounds(self) -> int:
+        return self.rounds if self.strategy == "iterative" else 1
+
+
+@dataclass(frozen=True)
+class _Job:
+    seed: Seed
+    parent: str
+    originals: tuple[str, ...]
+    meta_prompt: MetaPrompt
+    round: int
+    request: GenerationRequest
+
+
+@dataclass
+class PregenResult:
+    """Pool records (seeds first, then kept paraphrases) and the counts for the manifest."""
+
+    records: list[PoolRecord]
+    counts: dict[str, object]
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def _max_new_tokens(masked: MaskedText, config: PregenConfig) -> int:
+    """Enough tokens for the longest paraphrase the length filter can keep, bucketed by 16.
+
+    ~1.5 tokens a word and 3 per sentinel; a reply past this bound is rejected anyway, so a
+    model that starts repeating itself stops early instead of holding up its whole batch.
+    """
+    if config.max_new_tokens:
+        return config.max_new_tokens
+    words = len(masked.text.split()) - len(masked.originals)
+    bound = 1.5 * words * config.filters.length_high + 3 * len(masked.originals) + 12
+    return int(16 * -(-bound // 16))
+
+
+def generate_cached(
+    backend: RewriterBackend,
+    requests: Sequence[GenerationRequest],
+    cache: GenerationCache,
+    batch_size: int,
+    on_batch: ProgressCallback | None = None,
+) -> tuple[list[str], int]:
+    """Replies for `requests`, generating only batches not fully cached; returns (replies, cache hits).
+
+    Batches are formed from the full request list before looking at the cache, so an interrupted
+    run that resumes generates exactly the same batches (and, with per-batch seeding, replies).
+    """
+    model_id = backend.model_id
+    order = sorted(range(len(requests)), key=lambda i: (requests[i].temperature, requests[i].max_new_tokens))
+    keys = [r.cache_key(model_id) for r in requests]
+    hits = 0
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        if all(keys[i] in cache for i in chunk):
+            hits += len(chunk)
+        else:
+            try:
+                replies = backend.generate([requests[i] for i in chunk])
+            except Exception as exc:  # noqa: BLE001 - any backend failure ends the run; cached work survives
+                raise InstrAugError(
+                    f"rewriter {model_id} failed on a batch of {len(chunk)} ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}); finished batches are cached, rerun to resume"
+                ) from exc
+            cache.put_many((keys[i], text) for i, text in zip(chunk, replies))
+        if on_batch:
+            on_batch(min(start + batch_size, len(order)), len(order))
+    return [cache.get(k) or "" for k in keys], hits
+
+
+def run_pregen(
+    seeds: Sequence[Seed],
+    backend: RewriterBackend,
+    meta_prompts: Sequence[MetaPrompt],
+    config: PregenConfig,
+    cache: GenerationCache,
+    on_batch: ProgressCallback | None = None,
+) -> PregenResult:
+    """Generate, filter and collect paraphrases for `seeds` (deterministic given the cache state)."""
+    if config.placeholder_mode == "constrained" and not backend.supports_constraints:
+        raise InstrAugError(f"backend {backend.name} cannot decode with constraints; use placeholder mode 'mask'")
+    spec = PlaceholderSpec(extra_patterns=config.extra_placeholders)
+    chain = FilterChain(config.filters, spec)
+    records = [PoolRecord(task=s.task, seed_id=s.seed_id, seed=s.text, text=s.text) for s in seeds]
+    for seed in seeds:
+        chain.add_seed(seed.seed_id, seed.text)
+    parents: list[tuple[Seed, str]] = []
+    no_free_text = 0
+    for seed in seeds:
+        if spec.mask(seed.text, source=seed.seed_id).has_free_text():
+            parents.append((seed, seed.text))
+        else:
+            no_free_text += 1
+    generated = extraction_failed = hits = 0
+    started = time.perf_counter()
+    for round_index in range(1, config.n_rounds + 1):
+        jobs = _jobs(parents, meta_prompts, config, spec, round_index)
+        replies, round_hits = generate_cached(backend, [j.request for j in jobs], cache, config.batch_size, on_batch)
+        generated += len(jobs)
+        hits += round_hits
+        parents = []
+        for job, reply in zip(jobs, replies):
+            masked = extract_reply(reply, multiline="\n" in job.parent)
+            if masked is None:
+                extraction_failed += 1
+                continue
+            restored = _restore(masked, job.originals)
+            if restored is None:
+                chain.rejected["placeholders"] += 1
+                continue
+            if not chain.accepts(Candidate(restored, job.parent, job.seed.text, job.seed.seed_id)):
+                continue
+            records.append(
+                PoolRecord(
+                    task=job.seed.task, seed_id=job.seed.seed_id, seed=job.seed.text, text=restored,
+                    strategy=config.strategy, temperature=job.request.temperature, round=job.round,
+                    parent=job.parent, meta_prompt=job.meta_prompt.name, backend=backend.name,
+                    model=backend.model_id,
+                )
+            )
+            parents.append((job.seed, restored))
+    kept = len(records) - len(seeds)
+    per_task: dict[str, dict[str, int]] = {}
+    for record in records:
+        entry = per_task.setdefault(record.task, {"seeds": 0, "paraphrases": 0})
+        entry["seeds" if record.strategy == SEED_STRATEGY else "paraphrases"] += 1
+    return PregenResult(
+        records,
+        {
+            "seeds": len(seeds),
+            "seeds_without_free_text": no_free_text,
+            "generated": generated,
+            "cache_hits": hits,
+            "kept": kept,
+            "yield": round(kept / generated, 4) if generated else 0.0,
+            "filters": {EXTRACTION: {"rejected": extraction_failed}}
+            | {name: {"rejected": n} for name, n in chain.rejected.items()},
+            "tasks": per_task,
+            "generation_seconds": round(time.perf_counter() - started, 2),
+        },
+    )
+
+
+def _restore(masked: str, originals: tuple[str, ...]) -> str | None:
+    return MaskedText("", originals).restore(masked)
+
+
+def _jobs(
+    parents: Sequence[tuple[Seed, str]],
+    meta_prompts: Sequence[MetaPrompt],
+    config: PregenConfig,
+    spec: PlaceholderSpec,
+    round_index: int,
+) -> list[_Job]:
+    jobs = []
+    for seed, parent in parents:
+        masked = spec.mask(parent, source=seed.seed_id)
+        constrained = config.placeholder_mode == "constrained"
+        required = tuple(masked.sentinels) if constrained else ()
+        single_line = constrained and "\n" not in parent
+        for meta_prompt in meta_prompts:
+            messages = meta_prompt.messages(masked.text)
+            for temperature in config.sampling_temperatures:
+                for sample_index in range(config.samples_per_prompt):
+                    request = GenerationRequest(
+                        messages=messages, temperature=temperature, top_p=config.top_p,
+                        max_new_tokens=_max_new_tokens(masked, config), sample_index=sample_index,
+                        required_spans=required, single_line=single_line,
+                    )
+                    jobs.append(_Job(seed, parent, masked.originals, meta_prompt, round_index, request))
+    return jobs
+
+
+def manifest(config: PregenConfig, backend: RewriterBackend, result: PregenResult, **extra: object) -> dict:
+    """The manifest written next to the pool."""
+    return {
+        "format": "instraug-pool/1",
+        "config": asdict(config),
+        "backend": backend.name,
+        "model": backend.model_id,
+        **result.counts,
+        **extra,
+    }
+
+
+def pregen_to_directory(
+    seeds: Sequence[Seed],
+    backend: RewriterBackend,
+    meta_prompts: Sequence[MetaPrompt],
+    config: PregenConfig,
+    out_dir: Path,
+    on_batch: ProgressCallback | None = None,
+    **manifest_extra: object,
+) -> PregenResult:
+    """Run pregen with the cache `out_dir/cache.jsonl` (resumable) and write the pool there."""
+    started = time.perf_counter()
+    cache = GenerationCache(out_dir / CACHE_FILE)
+    result = run_pregen(seeds, backend, meta_prompts, config, cache, on_batch)
+    result.counts["total_seconds"] = round(time.perf_counter() - started, 2)
+    write_pool(out_dir, result.records, manifest(config, backend, result, **manifest_extra))
+    return result

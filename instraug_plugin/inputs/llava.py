@@ -1,0 +1,34 @@
+"""LLaVA instruction data: a JSON list of `{id, image, conversations: [{from: human|gpt, value}]}`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.inputs.base import RawSeeds, ReadOptions, SeedReader
+from instraug_plugin.inputs.llamafactory import ConversationTags, add_turns, row_task, user_turns
+
+CONVERSATIONS = "conversations"
+
+
+class LlavaReader(SeedReader):
+    """The first human turn of each conversation (every human turn with `all_turns`); `<image>` is kept."""
+
+    name = "llava"
+
+    @classmethod
+    def matches(cls, path: Path, document: Any, options: ReadOptions) -> bool:
+        return isinstance(document, list)
+
+    def read(self, path: Path, document: Any, options: ReadOptions) -> RawSeeds:
+        raw = RawSeeds()
+        tags = ConversationTags()
+        for i, row in enumerate(document):
+            where = f"{path}:row {i}"
+            if not isinstance(row, dict) or CONVERSATIONS not in row:
+                raise InstrAugError(f"{where}: expected an object with a {CONVERSATIONS!r} list")
+            task = row_task(row, options.task_column, where)
+            texts = user_turns(row[CONVERSATIONS], tags, where=where, column=CONVERSATIONS)
+            add_turns(raw, task, texts, where, options.all_turns)
+        return raw

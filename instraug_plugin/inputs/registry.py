@@ -1,0 +1,156 @@
+"""Reader registry (in the style of LLaMA-Factory's converter registry) and the `load_seeds` entry point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.placeholders import DEFAULT_SPEC
+from instraug_plugin.core.pool import normalize
+from instraug_plugin.inputs.base import RawSeeds, ReadOptions, Seed, SeedReader, brief, read_json
+from instraug_plugin.inputs.llamafactory import DATASET_INFO, LlamaFactoryReader
+from instraug_plugin.inputs.llava import LlavaReader
+from instraug_plugin.inputs.templates import TemplateReader
+
+logger = logging.getLogger(__name__)
+
+# Detection tries readers in this order; the first whose `matches` is true reads the input.
+READERS: dict[str, type[SeedReader]] = {
+    LlamaFactoryReader.name: LlamaFactoryReader,
+    TemplateReader.name: TemplateReader,
+    LlavaReader.name: LlavaReader,
+}
+
+
+def register_reader(name: str, reader: type[SeedReader]) -> None:
+    """Register a new input format (tried after the built-in ones)."""
+    if name in READERS:
+        raise ValueError(f"Seed reader {name} already exists.")
+    READERS[name] = reader
+
+
+def get_reader(name: str) -> SeedReader:
+    """An instance of the reader registered as `name`."""
+    if name not in READERS:
+        raise InstrAugError(f"unknown input format {name!r} (known: {', '.join(READERS)})")
+    return READERS[name]()
+
+
+@dataclass
+class SeedSet:
+    """Seeds read from one input, with what was dropped on the way."""
+
+    source: Path
+    format: str
+    seeds: list[Seed]
+    duplicates: dict[str, int] = field(default_factory=dict)
+    skipped_rows: int = 0
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(seed.task for seed in self.seeds))
+
+
+def _select(raw: RawSeeds, tasks: Sequence[str] | None, source: Path) -> list[str]:
+    known = list(raw.tasks)
+    if not known:
+        raise InstrAugError(f"{source}: no instructions found")
+    if tasks is None:
+        return known
+    selected = list(dict.fromkeys(tasks))
+    if not selected:
+        raise InstrAugError(f"{source}: the list of tasks to read is empty")
+    unknown = [task for task in selected if task not in raw.tasks]
+    if unknown:
+        raise InstrAugError(
+            f"{source}: unknown task(s) {', '.join(map(repr, unknown))} (known: {brief(known)})"
+        )
+    return selected
+
+
+def _dedupe(raw: RawSeeds, tasks: list[str], source: Path) -> tuple[list[Seed], dict[str, int]]:
+    """Validate placeholders and drop seeds equal to an earlier one of the task after `normalize`."""
+    seeds: list[Seed] = []
+    duplicates: dict[str, int] = {}
+    for task in tasks:
+        if not raw.tasks[task]:
+            raise InstrAugError(f"{source}: task {task!r} has no instructions")
+        seen: set[str] = set()
+        for item in raw.tasks[task]:
+            DEFAULT_SPEC.parse(item.text, source=item.where)
+            key = normalize(item.text)
+            if key in seen:
+                duplicates[task] = duplicates.get(task, 0) + 1
+                continue
+            seeds.append(Seed(task, f"{task}/{len(seen)}", item.text))
+            seen.add(key)
+    return seeds, duplicates
+
+
+def _resolve(source: str | Path) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        info = path / DATASET_INFO
+        if not info.is_file():
+            raise InstrAugError(f"{path}: directory has no {DATASET_INFO}")
+        return info
+    return path
+
+
+def load_seed_set(
+    source: str | Path,
+    *,
+    dataset: str | None = None,
+    tasks: list[str] | None = None,
+    task_column: str | None = None,
+    all_turns: bool = False,
+) -> SeedSet:
+    """Like `load_seeds`, also reporting the detected format, duplicates per task and skipped rows."""
+    path = _resolve(source)
+    document = read_json(path)
+    options = ReadOptions(dataset=dataset, task_column=task_column, all_turns=all_turns)
+    for name, reader in READERS.items():
+        if reader.matches(path, document, options):
+            raw = reader().read(path, document, options)
+            seeds, duplicates = _dedupe(raw, _select(raw, tasks, path), path)
+            return SeedSet(path, name, seeds, duplicates, raw.skipped_rows)
+    raise InstrAugError(
+        f"{path}: unrecognized input (expected a template file {{task: [templates]}}, a LLaVA json list, "
+        f"or a {DATASET_INFO} with a dataset name)"
+    )
+
+
+def load_seeds(
+    source: str | Path,
+    *,
+    dataset: str | None = None,
+    tasks: list[str] | None = None,
+    task_column: str | None = None,
+    all_turns: bool = False,
+) -> list[Seed]:
+    """Seed instructions from a template file, a LLaMA-Factory dataset or a LLaVA json (format detected).
+
+    `source`: a MultiInstruct-style template JSON, a LLaVA json list, or a `dataset_info.json` (or its
+    directory) together with `dataset`. `tasks` selects tasks (input order otherwise); `task_column`
+    groups dataset rows by that column (else task "default"); `all_turns` takes every user turn
+    instead of the first. Seeds equal after `pool.normalize` are kept once per task; the count dropped
+    is logged. Raises InstrAugError naming the file, task, key or row at fault.
+    """
+    seed_set = load_seed_set(
+        source, dataset=dataset, tasks=tasks, task_column=task_column, all_turns=all_turns
+    )
+    if seed_set.duplicates:
+        logger.info(
+            "%s: dropped %d duplicate seed(s) in %d task(s)",
+            seed_set.source,
+            sum(seed_set.duplicates.values()),
+            len(seed_set.duplicates),
+        )
+    if seed_set.skipped_rows:
+        logger.info(
+            "%s: skipped %d row(s) without a usable user instruction", seed_set.source, seed_set.skipped_rows
+        )
+    return seed_set.seeds

@@ -1,0 +1,1 @@
+"""LLaMA-Factory integration: `instraug_*` YAML keys, per-epoch data hook, callback, startup hook."""

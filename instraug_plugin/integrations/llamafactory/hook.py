@@ -1,0 +1,278 @@
+"""The data hook: keep the SFT training split aligned and tokenize it lazily after rewriting.
+
+LLaMA-Factory tokenizes once with a cached `dataset.map`; for the training split we instead add
+an index column and `with_transform(rewrite -> LLaMA-Factory's own processor)`, so each epoch sees
+the wording drawn for (seed, epoch, index). Evaluation splits and other stages are untouched.
+`install()` patches `llamafactory.data.loader` and wraps `run_exp`; both are idempotent.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
+from instraug_plugin.core.pool import Pool
+from instraug_plugin.core.sampling import Decision, InstructionRewriter
+from instraug_plugin.integrations.llamafactory.config import InstrAugConfig, split_args
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+INDEX_COLUMN = "_instraug_index"
+TASK_COLUMN = "_instraug_task"
+STATS_FILE = "instraug_stats.jsonl"
+SAMPLES_DIR = "instraug_samples"
+IGNORE_INDEX = -100
+
+
+@dataclass
+class EpochState:
+    """Set by the callback in the main process; forked DataLoader workers inherit it each epoch."""
+
+    epoch: int = 0
+    training: bool = False
+
+
+@dataclass
+class Session:
+    """Everything one `run_exp` call with `instraug_*` keys needs."""
+
+    config: InstrAugConfig
+    rewriter: InstructionRewriter
+    state: EpochState = field(default_factory=EpochState)
+    train_dataset: Dataset | None = None
+    output_dir: str = "."
+    fallbacks: int = 0
+
+
+SESSION: Session | None = None
+
+
+def start_session(config: InstrAugConfig, default_seed: int) -> Session:
+    """Load the pool(s) once and build the rewriter; the hot path never reads files."""
+    spec = PlaceholderSpec(extra_patterns=config.placeholder_regex) if config.placeholder_regex else DEFAULT_SPEC
+    pool = Pool.load(*map(Path, config.pool)) if config.pool else Pool([])
+    seed = default_seed if config.seed is None else config.seed
+    return Session(config, InstructionRewriter(pool, config.epsilon, seed, spec))
+
+
+def rewrite_messages(
+    rewriter: InstructionRewriter, messages: list[dict[str, str]], *, task: str | None, epoch: int, index: int,
+    all_turns: bool,
+) -> tuple[list[dict[str, str]], Decision]:
+    """Rewrite the first (or every) user turn; the decision is for the whole sample."""
+    out = list(messages)
+    decisions: list[Decision] = []
+    for turn, message in enumerate(messages):
+        if message.get("role") != "user":
+            continue
+        text, decision = rewriter.rewrite(message["content"], task=task, epoch=epoch, index=index, turn=turn)
+        decisions.append(decision)
+        if decision == "rewritten":
+            out[turn] = {**message, "content": text}
+        if not all_turns:
+            break
+    if "rewritten" in decisions:
+        return out, "rewritten"
+    return out, "original" if "original" in decisions else "no_entry"
+
+
+class LazyTransform:
+    """`with_transform` callable: rewrite a batch of aligned rows, then tokenize it with LLaMA-Factory."""
+
+    def __init__(self, session: Session, processor: Any, image_token_id: int | None):
+        self.rewriter = session.rewriter
+        self.all_turns = session.config.turns == "all"
+        self.state = session.state
+        self.processor = processor
+        self.image_token_id = image_token_id
+        self.sample_dir = Path(session.output_dir) / SAMPLES_DIR if session.config.log_samples else None
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        epoch = self.state.epoch
+        tasks = batch.get(TASK_COLUMN) or [None] * len(batch[INDEX_COLUMN])
+        prompts, decisions = [], []
+        for messages, task, index in zip(batch["_prompt"], tasks, batch[INDEX_COLUMN]):
+            new, decision = rewrite_messages(
+                self.rewriter, messages, task=task, epoch=epoch, index=index, all_turns=self.all_turns
+            )
+            prompts.append(new)
+            decisions.append(decision)
+        out = self.processor.preprocess_dataset({**batch, "_prompt": prompts})
+        if len(out["input_ids"]) != len(prompts):
+            raise InstrAugError("LLaMA-Factory dropped a training row after rewriting; please report this")
+        if self.sample_dir is not None and self.state.training:
+            self._log(batch, prompts, decisions, out, epoch)
+        return out
+
+    def _log(self, batch: dict[str, list[Any]], prompts: list[Any], decisions: list[str], out: dict[str, Any],
+             epoch: int) -> None:
+        """Append what the model actually saw, one line per sample, to a per-process file."""
+        assert self.sample_dir is not None
+        self.sample_dir.mkdir(parents=True, exist_ok=True)
+        path = self.sample_dir / f"rank{os.environ.get('RANK', '0')}-pid{os.getpid()}.jsonl"
+        with path.open("a", encoding="utf-8") as fh:
+            for i, index in enumerate(batch[INDEX_COLUMN]):
+                labels = [t for t in out["labels"][i] if t != IGNORE_INDEX]
+                row = {
+                    "epoch": epoch,
+                    "index": index,
+                    "decision": decisions[i],
+                    "user_turns": [m["content"] for m in prompts[i] if m.get("role") == "user"],
+                    "images": len(batch["_images"][i] or []),
+                    "image_tokens": out["input_ids"][i].count(self.image_token_id) if self.image_token_id else 0,
+                    "label_sha": hashlib.sha1(json.dumps(labels).encode()).hexdigest()[:16],
+                }
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def epoch_stats(session: Session, epoch: int) -> Counter[str]:
+    """Decisions for every training sample in `epoch` (pure function of seed, epoch and index)."""
+    dataset = session.train_dataset
+    counts: Counter[str] = Counter({"rewritten": 0, "original": 0, "no_entry": 0})
+    if dataset is None:
+        return counts
+    columns = [c for c in ("_prompt", TASK_COLUMN, INDEX_COLUMN) if c in dataset.column_names]
+    for batch in dataset.with_format(None).select_columns(columns).iter(batch_size=1000):
+        tasks = batch.get(TASK_COLUMN) or [None] * len(batch[INDEX_COLUMN])
+        for messages, task, index in zip(batch["_prompt"], tasks, batch[INDEX_COLUMN]):
+            _, decision = rewrite_messages(
+                session.rewriter, messages, task=task, epoch=epoch, index=index,
+                all_turns=session.config.turns == "all",
+            )
+            counts[decision] += 1
+    return counts
+
+
+def _check_supported(data_args: Any, training_args: Any, stage: str) -> None:
+    """Reject settings that cannot work with per-epoch rewriting, before any training starts."""
+    if stage != "sft":
+        raise InstrAugError(f"instraug_mode: on-the-fly rewriting supports stage: sft only, not {stage!r}")
+    for name, reason in (
+        ("packing", "packed sequences are built once, before training"),
+        ("streaming", "an IterableDataset cannot be re-tokenized per epoch"),
+        ("tokenized_path", "a pre-tokenized dataset has no instruction text left to rewrite"),
+    ):
+        if getattr(data_args, name, None):
+            raise InstrAugError(f"{name}: incompatible with instraug_mode ({reason}); remove it or set instraug_mode: off")
+    if getattr(training_args, "dataloader_persistent_workers", False):
+        raise InstrAugError(
+            "dataloader_persistent_workers: incompatible with instraug_mode (workers must see each new epoch)"
+        )
+
+
+def _patched_align(original: Any) -> Any:
+    @functools.wraps(original)
+    def align_dataset(dataset: Any, dataset_attr: Any, data_args: Any, training_args: Any) -> Any:
+        session = SESSION
+        column = session.config.task_column if session else None
+        if column is None or data_args.streaming:
+            return original(dataset, dataset_attr, data_args, training_args)
+        tasks = [None if t is None else str(t) for t in dataset[column]] if column in dataset.column_names else None
+        aligned = original(dataset, dataset_attr, data_args, training_args)
+        return aligned.add_column(TASK_COLUMN, tasks or [None] * len(aligned))
+
+    return align_dataset
+
+
+def _patched_preprocess(original: Any) -> Any:
+    @functools.wraps(original)
+    def _get_preprocessed_dataset(dataset: Any, data_args: Any, training_args: Any, stage: str, template: Any,
+                                  tokenizer: Any, processor: Any = None, is_eval: bool = False) -> Any:
+        session = SESSION
+        if session is None or is_eval or dataset is None:
+            return original(dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval)
+        _check_supported(data_args, training_args, stage)
+        from llamafactory.data import loader
+
+        dataset_processor = loader._get_dataset_processor(data_args, stage, template, tokenizer, processor)
+        column = session.config.task_column
+        if column and (TASK_COLUMN not in dataset.column_names or not any(dataset[TASK_COLUMN])):
+            raise InstrAugError(f"instraug_task_column: no training dataset has a column {column!r}")
+        # The processor silently drops malformed rows; drop them here once so the lazy transform never does.
+        dataset = dataset.filter(lambda p, r: len(p) % 2 == 1 and len(r) == 1, input_columns=["_prompt", "_response"])
+        dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
+        session.train_dataset = dataset
+        session.output_dir = training_args.output_dir
+        image_token = getattr(template.mm_plugin, "image_token", None)
+        image_token_id = tokenizer.convert_tokens_to_ids(image_token) if image_token else None
+        lazy = dataset.with_transform(LazyTransform(session, dataset_processor, image_token_id))
+        if training_args.should_log:
+            print("training example (instraug: tokenized lazily, wording varies per epoch):")
+            dataset_processor.print_data_example(lazy[0])
+        return lazy
+
+    return _get_preprocessed_dataset
+
+
+def _patched_run_exp(original: Any) -> Any:
+    @functools.wraps(original)
+    def run_exp(args: Any = None, callbacks: Any = None) -> Any:
+        global SESSION
+        from llamafactory.hparams import read_args
+
+        try:
+            config, rest = split_args(read_args(args))
+            if config is None:
+                return original(args, callbacks)
+            if not config.active:
+                return original(rest, callbacks)
+            from instraug_plugin.integrations.llamafactory.callback import InstrAugCallback
+
+            default_seed = rest.get("seed", 42) if isinstance(rest, dict) else 42
+            SESSION = start_session(config, int(default_seed))
+            return original(rest, [*(callbacks or []), InstrAugCallback(SESSION)])
+        except InstrAugError as exc:
+            print(f"instraug: error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        finally:
+            SESSION = None
+
+    run_exp.__instraug_patched__ = True  # type: ignore[attr-defined]
+    return run_exp
+
+
+def patch_tuner(tuner: Any) -> None:
+    """Wrap `llamafactory.train.tuner.run_exp` and patch the data loader (idempotent)."""
+    if not getattr(tuner.run_exp, "__instraug_patched__", False):
+        tuner.run_exp = _patched_run_exp(tuner.run_exp)
+    from llamafactory.data import loader
+
+    if not hasattr(loader, "__instraug_patched__"):
+        loader._get_preprocessed_dataset = _patched_preprocess(loader._get_preprocessed_dataset)
+        loader.align_dataset = _patched_align(loader.align_dataset)
+        loader.__instraug_patched__ = True  # type: ignore[attr-defined]
+
+
+def install() -> None:
+    """Import LLaMA-Factory's tuner and patch it now (the explicit, no-startup-hook path)."""
+    from llamafactory.train import tuner
+
+    patch_tuner(tuner)
+
+
+def launch_train(config: str, overrides: list[str]) -> None:
+    """`llamafactory-cli train config [overrides]` with the plugin patched in explicitly.
+
+    Multi-process runs re-launch torchrun on our own entry script instead of LLaMA-Factory's
+    `launcher.py`, so every rank is patched without a startup hook.
+    """
+    if not Path(config).is_file():
+        raise InstrAugError(f"config file not found: {config}")
+    install()
+    from llamafactory import launcher
+
+    from instraug_plugin.integrations.llamafactory import torchrun_entry
+
+    launcher.__file__ = torchrun_entry.__file__  # launch() formats its torchrun command from __file__
+    sys.argv = ["llamafactory-cli", "train", config, *overrides]
+    launcher.launch()

@@ -1,0 +1,24 @@
+"""Shared fixtures (keep small: add fixtures only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def offline_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for subprocesses: no hub access, a throwaway HF_HOME."""
+    home = tmp_path_factory.mktemp("hf_home")
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(home), "HF_DATASETS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false", "DISABLE_VERSION_CHECK": "1"}
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ~6M-parameter LLaVA built offline (tests/tiny_llava.py), once per test session."""
+    from tiny_llava import build_tiny_llava  # tests/ is on sys.path (rootdir conftest)
+
+    return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"))

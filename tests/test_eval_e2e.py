@@ -1,0 +1,199 @@
+"""End to end: the shapes benchmark, `instraug-plugin eval` on a tiny LLaVA, the training callback, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.placeholders import DEFAULT_SPEC
+from instraug_plugin.evaluation.callback import EvalCallbackSettings
+from instraug_plugin.evaluation.evalset import load_eval_set
+from instraug_plugin.evaluation.metrics import get_metric
+from instraug_plugin.evaluation.shapes import TASKS, benchmark_templates, make_benchmark
+
+CLI = [str(Path(sys.executable).parent / "instraug-plugin")]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small benchmark: 4 training and 2 test instances per task."""
+    out = tmp_path_factory.mktemp("bench")
+    make_benchmark(out, seed=7, train_per_task=4, test_per_task=2)
+    return out
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_benchmark_is_deterministic(tmp_path: Path, bench: Path) -> None:
+    make_benchmark(tmp_path / "same", seed=7, train_per_task=4, test_per_task=2)
+    make_benchmark(tmp_path / "other", seed=8, train_per_task=4, test_per_task=2)
+    assert _digest(tmp_path / "same") == _digest(bench)
+    assert _digest(tmp_path / "other") != _digest(bench)
+
+
+def test_benchmark_templates_and_files(bench: Path) -> None:
+    train, heldout = benchmark_templates()
+    assert set(train) == set(heldout) == set(TASKS)
+    for task in TASKS:
+        assert len(train[task]) == 5 and len(heldout[task]) >= 5
+        assert not {t.casefold() for t in train[task]} & {t.casefold() for t in heldout[task]}
+        fields = {frozenset(Counter(DEFAULT_SPEC.protected_spans(t)).items()) for t in train[task] + heldout[task]}
+        assert len(fields) == 1, f"{task}: templates disagree on placeholders"
+    rows = json.loads((bench / "train.json").read_text())
+    assert len(rows) == 4 * len(TASKS)
+    for row in rows:
+        user = row["messages"][0]["content"]
+        assert user.count("<image>") == 1 and (bench / row["images"][0]).is_file()
+        assert row["template"] in train[row["task"]]
+    info = json.loads((bench / "dataset_info.json").read_text())
+    assert info["instraug_shapes_train"]["file_name"] == "train.json"
+    data = load_eval_set(bench / "eval.json", variants="heldout")
+    assert {t: len(s.variants) for t, s in data.tasks.items()} == {t: len(heldout[t]) for t in TASKS}
+    heldout_texts = {t for ts in heldout.values() for t in ts}
+    assert not any(row["template"] in heldout_texts for row in rows)
+    # Every gold answer scores 1 under its task's own metric (answers and options are consistent).
+    for item in data.items():
+        metric = get_metric(data.tasks[item.instance.task].metric)
+        assert metric(item.instance.answers[0], item.instance.answers, item.instance.options) == 1.0
+
+
+def _write_set(path: Path, bench: Path, mutate) -> Path:
+    data = json.loads((bench / "eval.json").read_text())
+    for inst in data["instances"]:
+        inst["images"] = [str(bench / p) for p in inst["images"]]
+    mutate(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _run_cli(args: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "eval", *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_bad_input_one_line_errors(tmp_path: Path, bench: Path, tiny_llava: Path, offline_env: dict[str, str]) -> None:
+    good = str(bench / "eval.json")
+    missing_image = _write_set(tmp_path / "a.json", bench,
+                               lambda d: d["instances"][0].update(images=[str(tmp_path / "gone.png")]))
+    _one_line_error(_run_cli([str(tiny_llava), "--eval-set", str(missing_image), "--template", "llava"], offline_env),
+                    "image not found", "gone.png", "'shape_count/0'")
+    unknown_task = _write_set(tmp_path / "b.json", bench, lambda d: d["instances"][1].update(task="shape_size"))
+    _one_line_error(_run_cli([str(tiny_llava), "--eval-set", str(unknown_task), "--template", "llava"], offline_env),
+                    "unknown task 'shape_size'")
+    _one_line_error(_run_cli([str(tiny_llava), "--eval-set", good, "--tasks", "shape_size", "--template", "llava"],
+                             offline_env), "unknown task 'shape_size'")
+    empty = _write_set(tmp_path / "c.json", bench, lambda d: d["tasks"]["text_read"].update(heldout=[]))
+    _one_line_error(_run_cli([str(tiny_llava), "--eval-set", str(empty), "--template", "llava"], offline_env),
+                    "text_read", "empty variant list")
+    _one_line_error(_run_cli([str(tmp_path / "no_model"), "--eval-set", good, "--template", "llava"], offline_env),
+                    "model path does not exist", "no_model")
+    _one_line_error(_run_cli([str(tiny_llava), "--eval-set", str(tmp_path / "nothing.json")], offline_env),
+                    "evaluation set not found", "nothing.json")
+    _one_line_error(_run_cli([str(tiny_llava), "--eval-set", good], offline_env), "--template")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone_base")}))
+    _one_line_error(_run_cli([str(adapter), "--eval-set", good, "--template", "llava"], offline_env),
+                    "base model of adapter", "gone_base")
+
+
+def test_eval_cli_end_to_end(tmp_path: Path, bench: Path, tiny_llava: Path, offline_env: dict[str, str]) -> None:
+    out = tmp_path / "report"
+    proc = _run_cli([str(tiny_llava), "--eval-set", str(bench / "eval.json"), "--template", "llava",
+                     "--variants", "both", "--batch-size", "16", "--max-new-tokens", "3", "--out", str(out)],
+                    offline_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert [t["task"] for t in report["tasks"]] == sorted(TASKS)
+    for task in report["tasks"]:
+        assert task["n_instances"] == 2 and len(task["variant_scores"]) == 10
+        assert task["min"] <= task["mean"] <= task["max"]
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 2 * 10 * len(TASKS)
+    data = load_eval_set(bench / "eval.json", variants="both")
+    by_id = {i.id: i for i in data.instances}
+    for p in predictions:  # every stored score is the task metric applied to the stored prediction
+        inst = by_id[p["instance_id"]]
+        assert p["score"] == get_metric(data.tasks[inst.task].metric)(p["prediction"], inst.answers, inst.options)
+    assert "| **overall** |" in (out / "report.md").read_text() and "Sensitivity" in proc.stdout
+    assert (out / "report.png").stat().st_size > 1000
+
+
+def test_batched_generation_matches_unbatched(bench: Path, tiny_llava: Path, monkeypatch: pytest.MonkeyPatch,
+                                              offline_env: dict[str, str]) -> None:
+    for key in ("HF_HUB_OFFLINE", "HF_HOME", "DISABLE_VERSION_CHECK"):
+        monkeypatch.setenv(key, offline_env[key])
+    from instraug_plugin.evaluation.runner import GenerationSettings, Generator, resolve_model
+
+    data = load_eval_set(bench / "eval.json", variants="both", max_instances_per_task=1)
+    prompts = [(item.prompt, item.instance.images) for item in data.items()][:12]
+    generator = Generator.load(resolve_model(str(tiny_llava), template="llava"), GenerationSettings(1, 5))
+    one_by_one = generator.generate(prompts)
+    generator.settings = GenerationSettings(12, 5)
+    assert generator.generate(prompts) == one_by_one
+    assert len(set(one_by_one)) > 1  # prompts and images reach the model
+
+
+def test_callback_settings_validation(bench: Path) -> None:
+    assert EvalCallbackSettings.from_keys({"learning_rate": 1.0}) is None
+    settings = EvalCallbackSettings.from_keys({"instraug_eval_set": str(bench / "eval.json"),
+                                               "instraug_eval_tasks": "shape_count, text_read",
+                                               "instraug_eval_max_instances": 1})
+    assert settings is not None and settings.tasks == ("shape_count", "text_read")
+    assert len(settings.load_set().items()) == 2 * 10
+    with pytest.raises(InstrAugError, match="instraug_eval_variant'"):
+        EvalCallbackSettings.from_keys({"instraug_eval_set": "x", "instraug_eval_variant": "both"})
+    with pytest.raises(InstrAugError, match="instraug_eval_set: required"):
+        EvalCallbackSettings.from_keys({"instraug_eval_batch_size": 4})
+    with pytest.raises(InstrAugError, match="instraug_eval_batch_size"):
+        EvalCallbackSettings.from_keys({"instraug_eval_set": "x", "instraug_eval_batch_size": 0})
+
+
+TRAIN_WITH_CALLBACK = """
+import json, sys
+from llamafactory.train.tuner import run_exp
+from instraug_plugin.evaluation.callback import EvalCallbackSettings, InstrAugEvalCallback
+model, bench, out = sys.argv[1:4]
+args = dict(model_name_or_path=model, stage="sft", do_train=True, finetuning_type="lora", lora_rank=4,
+            lora_target="all", template="llava", dataset="instraug_shapes_train", dataset_dir=bench,
+            cutoff_len=256, output_dir=out, num_train_epochs=2, per_device_train_batch_size=4,
+            learning_rate=1e-3, dataloader_num_workers=0, save_strategy="no", report_to="none",
+            bf16=False, fp16=False, logging_steps=1, overwrite_output_dir=True)
+settings = EvalCallbackSettings.from_keys({"instraug_eval_set": bench + "/eval.json", "instraug_eval_max_instances": 1,
+                                           "instraug_eval_max_new_tokens": 2, "instraug_eval_variants": "heldout"})
+run_exp(args, callbacks=[InstrAugEvalCallback(settings, model_name_or_path=model, template="llava")])
+"""
+
+
+def test_callback_logs_during_llamafactory_training(tmp_path: Path, bench: Path, tiny_llava: Path,
+                                                     offline_env: dict[str, str]) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", TRAIN_WITH_CALLBACK, str(tiny_llava), str(bench), str(out)],
+                          capture_output=True, text=True, env=offline_env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    evals = [h for h in history if "instraug_eval/mean" in h]
+    assert [round(h["epoch"]) for h in evals] == [1, 2]
+    assert all(f"instraug_eval/{t}/mean" in evals[0] for t in TASKS)
+    assert (out / "instraug_eval" / "epoch-2" / "report.json").is_file()
+    assert "instraug_eval epoch 2: mean" in proc.stdout

@@ -1,0 +1,132 @@
+"""End to end: the real `llamafactory-cli train` on a tiny LLaVA with `instraug_*` keys (CPU, offline)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("lf") / "data"
+    shutil.copytree(REPO / "dataset_info", target)
+    return target
+
+
+def train(tmp: Path, name: str, model: Path, data_dir: Path, env: dict[str, str], *, cli: str = "llamafactory-cli",
+          **overrides: Any) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run a real training from examples/tiny_llava_cpu_pool.yaml with `overrides` (None deletes a key)."""
+    config = yaml.safe_load((REPO / "examples" / "tiny_llava_cpu_pool.yaml").read_text())
+    config.update(model_name_or_path=str(model), dataset_dir=str(data_dir), output_dir=str(tmp / name),
+                  instraug_pool=str(data_dir / "instraug_demo" / "pool"))
+    config.update(overrides)
+    config = {k: v for k, v in config.items() if v is not None}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    command = [str(BIN / cli), "train", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
+    return result, tmp / name
+
+
+def samples(out: Path) -> list[dict[str, Any]]:
+    rows = [json.loads(line) for f in sorted((out / "instraug_samples").glob("*.jsonl")) for line in f.open()]
+    return sorted(rows, key=lambda r: (r["epoch"], r["index"]))
+
+
+@pytest.fixture(scope="module")
+def pool_run(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path, data_dir: Path,
+             offline_env: dict[str, str]) -> Path:
+    """One 2-epoch pool-mode run through the startup hook (`llamafactory-cli`), no DataLoader workers."""
+    hook = Path(sysconfig.get_paths()["purelib"]) / "instraug_plugin_llamafactory.pth"
+    assert hook.is_file(), f"startup hook not installed ({hook}); run: pip install -e ."
+    result, out = train(tmp_path_factory.mktemp("run"), "pool", tiny_llava, data_dir, offline_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_wording_changes_between_epochs_and_nothing_else_does(pool_run: Path) -> None:
+    rows = samples(pool_run)
+    by_index: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        by_index[row["index"]][row["epoch"]] = row
+    assert len(by_index) == 9 and all(set(epochs) == {0, 1} for epochs in by_index.values())
+    changed = [i for i, e in by_index.items() if e[0]["user_turns"] != e[1]["user_turns"]]
+    assert changed, "no instruction was worded differently in epoch 1 than in epoch 0"
+    for row in rows:
+        assert row["image_tokens"] == 16 * row["images"] > 0  # every <image> survived, expanded by mm_plugin
+        assert sum(t.count("<image>") for t in row["user_turns"]) == row["images"]
+    for epochs in by_index.values():
+        assert epochs[0]["label_sha"] == epochs[1]["label_sha"]  # answers/labels never change
+    assert any(r["decision"] == "rewritten" for r in rows) and any(r["decision"] == "no_entry" for r in rows)
+
+
+def test_epoch_stats_reach_log_history_and_jsonl(pool_run: Path) -> None:
+    stats = [json.loads(line) for line in (pool_run / "instraug_stats.jsonl").open()]
+    assert [s["epoch"] for s in stats] == [0, 1]
+    counted = defaultdict(lambda: defaultdict(int))
+    for row in samples(pool_run):
+        counted[row["epoch"]][row["decision"]] += 1
+    for s in stats:  # the planned counts equal what the data hook actually did
+        assert (s["rewritten"], s["kept_original"], s["no_pool_entry"]) == (
+            counted[s["epoch"]]["rewritten"], counted[s["epoch"]]["original"], counted[s["epoch"]]["no_entry"])
+    history = json.loads((pool_run / "trainer_state.json").read_text())["log_history"]
+    assert [h["instraug/rewritten"] for h in history if "instraug/rewritten" in h] == [s["rewritten"] for s in stats]
+
+
+def test_rerun_with_two_workers_and_explicit_cli_rewrites_identically(
+    pool_run: Path, tmp_path: Path, tiny_llava: Path, data_dir: Path, offline_env: dict[str, str]
+) -> None:
+    result, out = train(tmp_path, "workers", tiny_llava, data_dir, offline_env, cli="instraug-plugin",
+                        dataloader_num_workers=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rerun = samples(out)
+    assert len({Path(f).name for f in (out / "instraug_samples").iterdir()}) >= 2  # written by worker processes
+    assert rerun == samples(pool_run)
+    assert (out / "instraug_stats.jsonl").read_text() == (pool_run / "instraug_stats.jsonl").read_text()
+
+
+def test_typo_in_an_instraug_key_fails_in_one_line(tmp_path: Path, tiny_llava: Path, data_dir: Path,
+                                                   offline_env: dict[str, str]) -> None:
+    result, _ = train(tmp_path, "typo", tiny_llava, data_dir, offline_env, instraug_epsilom=0.3)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "instraug" in line]
+    assert errors == ["instraug: error: unknown key 'instraug_epsilom' (did you mean 'instraug_epsilon'?)"]
+    assert "Traceback" not in result.stderr
+
+
+def test_packing_is_rejected_before_training(tmp_path: Path, tiny_llava: Path, data_dir: Path,
+                                             offline_env: dict[str, str]) -> None:
+    result, out = train(tmp_path, "packing", tiny_llava, data_dir, offline_env, packing=True)
+    assert result.returncode == 2
+    assert "instraug: error: packing: incompatible with instraug_mode" in result.stderr
+    assert "Traceback" not in result.stderr and not (out / "trainer_state.json").exists()
+
+
+def test_without_instraug_keys_the_plugin_is_inert(tmp_path: Path, tiny_llava: Path, data_dir: Path,
+                                                   offline_env: dict[str, str]) -> None:
+    no_keys = {k: None for k in yaml.safe_load((REPO / "examples" / "tiny_llava_cpu_pool.yaml").read_text())
+               if k.startswith("instraug_")}
+    plain, out = train(tmp_path, "plain", tiny_llava, data_dir, offline_env, num_train_epochs=1, **no_keys)
+    disabled, out_disabled = train(tmp_path, "disabled", tiny_llava, data_dir,
+                                   {**offline_env, "INSTRAUG_PLUGIN_DISABLE": "1"}, num_train_epochs=1, **no_keys)
+    assert plain.returncode == disabled.returncode == 0, plain.stderr[-2000:] + disabled.stderr[-2000:]
+    assert not (out / "instraug_stats.jsonl").exists() and not (out / "instraug_samples").exists()
+    assert "training example:" in plain.stdout and "tokenized lazily" not in plain.stdout
+
+    def losses(path: Path) -> list[float]:
+        return [h["loss"] for h in json.loads((path / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+
+    assert losses(out) == losses(out_disabled) and losses(out)

@@ -1,0 +1,83 @@
+"""Deterministic epsilon sampling and the instruction rewriter (torch-free)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from instraug_plugin.core.placeholders import PlaceholderSpec
+from instraug_plugin.core.pool import Pool, PoolRecord
+from instraug_plugin.core.sampling import InstructionRewriter, choose, unit_draw
+
+SEED = "What color is the shape?"
+
+
+def _pool(*texts: str, seed: str = SEED, task: str = "colors") -> Pool:
+    return Pool([PoolRecord(task, f"{task}/0", seed, seed)]
+                + [PoolRecord(task, f"{task}/0", seed, t, strategy="single") for t in texts])
+
+
+def test_unit_draw_is_stable_across_processes_and_hash_seeds() -> None:
+    here = [unit_draw(7, e, i) for e in range(3) for i in range(5)]
+    code = ("from instraug_plugin.core.sampling import unit_draw;"
+            "print([unit_draw(7, e, i) for e in range(3) for i in range(5)])")
+    for hash_seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert out.stdout.strip() == repr(here)
+    assert all(0.0 <= u < 1.0 for u in here)
+    assert len(set(here)) == len(here)
+
+
+def test_choose_respects_epsilon_and_is_uniform_over_variants() -> None:
+    picks = Counter(choose(3, 0, i, 0, 4, 0.25) for i in range(20000))
+    assert abs(picks[None] / 20000 - 0.25) < 0.02
+    for v in range(4):
+        assert abs(picks[v] / 20000 - 0.75 / 4) < 0.02
+    assert all(choose(3, 0, i, 0, 4, 1.0) is None for i in range(500))
+    assert all(choose(3, 0, i, 0, 4, 0.0) is not None for i in range(500))
+    assert choose(3, 0, 0, 0, 0, 0.0) is None
+
+
+def test_rewrite_depends_on_seed_epoch_index_and_turn() -> None:
+    rewriter = InstructionRewriter(_pool("Name the shape's color.", "Which color is the shape?", "Say the color."),
+                                   epsilon=0.0, seed=1)
+    by_epoch = {rewriter.rewrite(SEED, task=None, epoch=e, index=0)[0] for e in range(20)}
+    assert len(by_epoch) == 3
+    again = InstructionRewriter(rewriter.pool, epsilon=0.0, seed=1)
+    assert [again.rewrite(SEED, task=None, epoch=e, index=5, turn=2) for e in range(10)] == \
+        [rewriter.rewrite(SEED, task=None, epoch=e, index=5, turn=2) for e in range(10)]
+
+
+def test_media_tokens_at_the_edges_are_kept_and_matching_is_normalized() -> None:
+    rewriter = InstructionRewriter(_pool("Name the shape's color."), epsilon=0.0, seed=0)
+    text, decision = rewriter.rewrite("<image>\n  what COLOR is the shape?", task=None, epoch=0, index=0)
+    assert (text, decision) == ("<image>\n  Name the shape's color.", "rewritten")
+    text, decision = rewriter.rewrite("What color is the shape? <image>", task="colors", epoch=0, index=0)
+    assert (text, decision) == ("Name the shape's color. <image>", "rewritten")
+
+
+def test_task_scoping_and_missing_entries() -> None:
+    rewriter = InstructionRewriter(_pool("Name the shape's color."), epsilon=0.0, seed=0)
+    assert rewriter.rewrite(SEED, task="shapes", epoch=0, index=0) == (SEED, "no_entry")
+    assert rewriter.rewrite("Count the dots.", task=None, epoch=0, index=0) == ("Count the dots.", "no_entry")
+
+
+@pytest.mark.parametrize("bad", ["Name the color of {area}.", "<image> Name the color.", "Name the <video> color."])
+def test_a_paraphrase_that_changes_placeholders_is_never_used(bad: str) -> None:
+    rewriter = InstructionRewriter(_pool(bad, seed="Name {region}'s color."), epsilon=0.0, seed=0)
+    assert rewriter.rewrite("Name {region}'s color.", task=None, epoch=0, index=0) == \
+        ("Name {region}'s color.", "original")
+
+
+def test_extra_placeholder_regex_is_protected() -> None:
+    spec = PlaceholderSpec(extra_patterns=(r"\[\d+, \d+\]",))
+    seed = "What is at [3, 4]?"
+    rewriter = InstructionRewriter(_pool("Describe the region [3, 5].", seed=seed), epsilon=0.0, seed=0, spec=spec)
+    assert rewriter.rewrite(seed, task=None, epoch=0, index=0) == (seed, "original")
+    rewriter = InstructionRewriter(_pool("Describe the region [3, 4].", seed=seed), epsilon=0.0, seed=0, spec=spec)
+    assert rewriter.rewrite(seed, task=None, epoch=0, index=0) == ("Describe the region [3, 4].", "rewritten")
