@@ -22,3 +22,11 @@ def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_llava import build_tiny_llava  # tests/ is on sys.path (rootdir conftest)
 
     return build_tiny_llava(tmp_path_factory.mktemp("tiny_llava"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_backend():
+    """The real embedded rewriter (SmolLM2-135M-Instruct, CPU), loaded once per test session."""
+    from instraug_plugin.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend("smollm2", device="cpu", batch_size=16)

@@ -20,12 +20,13 @@ def test_full_config_parses() -> None:
     config = parse_config({
         "instraug_mode": "live", "instraug_pool": [POOL], "instraug_epsilon": 0, "instraug_seed": 3,
         "instraug_turns": "all", "instraug_task_column": "task", "instraug_placeholder_regex": r"\[\d+\]",
-        "instraug_live_model": "smollm2", "instraug_live_quantization_bit": None, "instraug_live_batch_size": 4,
+        "instraug_live_model": "/models/rewriter", "instraug_live_quantization_bit": None, "instraug_live_batch_size": 4,
         "instraug_live_refresh_every": 2, "instraug_live_strategy": "multi_temperature",
         "instraug_live_max_new_tokens": 32, "instraug_live_keep_loaded": True, "instraug_log": False,
     })
     assert config.mode == "live" and config.pool == (POOL,) and config.epsilon == 0.0
     assert config.placeholder_regex == (r"\[\d+\]",) and config.live_quantization_bit is None
+    assert config.live_model == "/models/rewriter" and config.live_keep_loaded and config.live_refresh_every == 2
     assert parse_config({"instraug_pool": f"{POOL}, {POOL}"}).pool == (POOL, POOL)
 
 
@@ -43,6 +44,8 @@ def test_typo_names_the_key_and_suggests_the_fix() -> None:
     ("instraug_log", "yes", "instraug_log: expected true or false"),
     ("instraug_live_quantization_bit", 3, "instraug_live_quantization_bit: expected 4, 8 or null"),
     ("instraug_live_batch_size", 0, "instraug_live_batch_size"),
+    ("instraug_live_model", "", "instraug_live_model: expected a non-empty string"),
+    ("instraug_task_column", 3, "instraug_task_column"),
     ("instraug_placeholder_regex", "([", "placeholder regex"),
     ("instraug_pool", "/nonexistent/pool", "instraug_pool: /nonexistent/pool does not exist"),
 ])
@@ -90,10 +93,10 @@ def test_other_python_processes_are_untouched() -> None:
 
 
 @pytest.mark.parametrize(("data", "training", "stage", "message"), [
-    (dict(packing=True), {}, "sft", "packing: incompatible"),
-    (dict(streaming=True), {}, "sft", "streaming: incompatible"),
-    (dict(tokenized_path="/tmp/tok"), {}, "sft", "tokenized_path: incompatible"),
-    ({}, dict(dataloader_persistent_workers=True), "sft", "dataloader_persistent_workers: incompatible"),
+    ({"packing": True}, {}, "sft", "packing: incompatible"),
+    ({"streaming": True}, {}, "sft", "streaming: incompatible"),
+    ({"tokenized_path": "/tmp/tok"}, {}, "sft", "tokenized_path: incompatible"),
+    ({}, {"dataloader_persistent_workers": True}, "sft", "dataloader_persistent_workers: incompatible"),
     ({}, {}, "dpo", "stage: sft only"),
 ])
 def test_unsupported_settings_are_rejected(data: dict, training: dict, stage: str, message: str) -> None:

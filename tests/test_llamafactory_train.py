@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def train(tmp: Path, name: str, model: Path, data_dir: Path, env: dict[str, str]
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     command = [str(BIN / cli), "train", str(path)]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
     return result, tmp / name
 
 
@@ -130,3 +131,19 @@ def test_without_instraug_keys_the_plugin_is_inert(tmp_path: Path, tiny_llava: P
         return [h["loss"] for h in json.loads((path / "trainer_state.json").read_text())["log_history"] if "loss" in h]
 
     assert losses(out) == losses(out_disabled) and losses(out)
+
+
+def test_two_ranks_rewrite_like_one_process(pool_run: Path, tmp_path: Path, tiny_llava: Path, data_dir: Path,
+                                            offline_env: dict[str, str]) -> None:
+    """torchrun with 2 CPU ranks (gloo): the startup hook reaches both children, wording is rank-independent."""
+    env = {**offline_env, "FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2",
+           "PATH": f"{BIN}{os.pathsep}{offline_env.get('PATH', '')}"}
+    result, out = train(tmp_path, "ddp", tiny_llava, data_dir, env, per_device_train_batch_size=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {f.name.split("-")[0] for f in (out / "instraug_samples").iterdir()} == {"rank0", "rank1"}
+
+    def by_key(rows: list[dict[str, Any]]) -> dict[tuple[int, int], dict[str, Any]]:
+        return {(r["epoch"], r["index"]): r for r in rows}  # DistributedSampler repeats a sample to even out
+
+    assert by_key(samples(out)) == by_key(samples(pool_run))
+    assert (out / "instraug_stats.jsonl").read_text() == (pool_run / "instraug_stats.jsonl").read_text()

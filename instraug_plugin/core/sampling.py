@@ -21,7 +21,7 @@ from instraug_plugin.core.pool import Pool
 
 _MEMO_LIMIT = 100_000
 Decision = Literal["rewritten", "original", "no_entry"]
-_EDGE_RE = re.compile(r"^((?:\s*(?:<image>|<video>|<audio>))*\s*)(.*?)(\s*(?:(?:<image>|<video>|<audio>)\s*)*)$", re.S)
+_EDGE_RE = re.compile(r"^((?:\s*(?:<image>|<video>|<audio>))*\s*)(.*?)(\s*(?:(?:<image>|<video>|<audio>)\s*)*)$", re.DOTALL)
 
 
 def split_edge_media(text: str) -> tuple[str, str, str]:

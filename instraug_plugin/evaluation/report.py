@@ -119,8 +119,8 @@ def to_markdown(report: Report) -> str:
     lines = [
         f"# Robustness evaluation: {report.name}",
         "",
-        f"Model: `{report.model}`; variants: {report.variants}. Scores 0-100 across instruction variants; "
-        "Sensitivity = std / mean (lower is better).",
+        (f"Model: `{report.model}`; variants: {report.variants}. Scores 0-100 across instruction variants; "
+         "Sensitivity = std / mean (lower is better)."),
         "",
         "| task | metric | instances | variants | mean | std | min | max | Sensitivity |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",

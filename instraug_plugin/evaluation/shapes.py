@@ -5,14 +5,16 @@ shape_position [prefix_match], text_read [rouge_l], color_choice [multiple_choic
 the original templates (`templates/benchmark/shapes_train_templates.json`, one drawn per instance);
 the human-written held-out wordings (`shapes_heldout_templates.json`) appear only in the test set.
 Every instance's image and fields come from `random.Random(f"{seed}/{split}/{task}/{index}")`, so the
-same seed gives the same files (for a given Pillow version).
+same seed gives the same files (for a given Pillow version). With `text_scenes=True` the picture is
+replaced by a sentence describing it (field `scene`, put before the instruction): a text-only variant
+that a small pretrained language model can learn on CPU in minutes.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,13 +47,15 @@ POSITIONS = [
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five"]
 WORDS = ["cat", "dog", "sun", "box", "map", "red", "cup", "hat", "pen", "sky", "fox", "key", "bus", "egg"]
 BACKGROUND = (235, 235, 235)
+SCENE_PREFIX = "{scene}\n"
 
 
 @dataclass(frozen=True)
 class Example:
-    """One drawn instance: its image, template fields, acceptable answers and options (choice task)."""
+    """One drawn instance: its image, the image described in words, template fields, answers, options."""
 
     image: Image.Image
+    scene: str
     fields: dict[str, str]
     answers: list[str]
     options: list[str] | None = None
@@ -89,6 +93,19 @@ class _Canvas:
             self.draw.polygon([(cx, cy - radius), (cx + radius, cy), (cx, cy + radius), (cx - radius, cy)], fill=fill)
 
 
+def describe_objects(placed: Sequence[tuple[str, str, int]]) -> str:
+    """Shapes `(kind, color, cell)` in reading order: "Picture: a red circle (top left), a blue square (center)."."""
+    parts = [f"{'an' if color[0] in 'aeiou' else 'a'} {color} {kind} ({POSITIONS[cell]})"
+             for kind, color, cell in sorted(placed, key=lambda p: p[2])]
+    return "Picture: " + ", ".join(parts) + "."
+
+
+def describe_words(words: Sequence[str], color: str) -> str:
+    """Printed words as the text scene of `text_read`: 'Picture: the words "CAT DOG" written in blue.'."""
+    noun = "word" if len(words) == 1 else "words"
+    return f'Picture: the {noun} "{" ".join(w.upper() for w in words)}" written in {color}.'
+
+
 def _scene(rng: random.Random, size: int, kinds: list[str]) -> tuple[_Canvas, list[tuple[str, str, int]]]:
     """Draw `kinds` in distinct random cells with random colors; returns (canvas, [(kind, color, cell)])."""
     canvas = _Canvas(size)
@@ -108,26 +125,28 @@ def _shape_count(rng: random.Random, size: int) -> Example:
     count = rng.randint(1, 4)
     others = [k for k in SHAPES if k != target]
     kinds = [target] * count + [rng.choice(others) for _ in range(rng.randint(0, 3))]
-    canvas, _ = _scene(rng, size, kinds)
-    return Example(canvas.image, {"shapes": SHAPES[target]}, [str(count), NUMBER_WORDS[count]])
+    canvas, placed = _scene(rng, size, kinds)
+    scene = describe_objects(placed)
+    return Example(canvas.image, scene, {"shapes": SHAPES[target]}, [str(count), NUMBER_WORDS[count]])
 
 
-def _distinct_scene(rng: random.Random, size: int) -> tuple[_Canvas, tuple[str, str, int]]:
+def _distinct_scene(rng: random.Random, size: int) -> tuple[_Canvas, str, tuple[str, str, int]]:
+    """Up to three different shapes; returns (canvas, scene description, the shape asked about)."""
     kinds = rng.sample(list(SHAPES), rng.randint(1, 3))
     canvas, placed = _scene(rng, size, kinds)
-    return canvas, rng.choice(placed)
+    return canvas, describe_objects(placed), rng.choice(placed)
 
 
 def _shape_color(rng: random.Random, size: int) -> Example:
-    canvas, (kind, color, _) = _distinct_scene(rng, size)
-    return Example(canvas.image, {"shape": kind}, _color_answers(color))
+    canvas, scene, (kind, color, _) = _distinct_scene(rng, size)
+    return Example(canvas.image, scene, {"shape": kind}, _color_answers(color))
 
 
 def _shape_position(rng: random.Random, size: int) -> Example:
     kinds = [rng.choice(list(SHAPES)) for _ in range(rng.randint(2, 4))]
     canvas, placed = _scene(rng, size, kinds)
     kind, _, cell = rng.choice(placed)
-    return Example(canvas.image, {"position": POSITIONS[cell]}, [kind])
+    return Example(canvas.image, describe_objects(placed), {"position": POSITIONS[cell]}, [kind])
 
 
 def _text_read(rng: random.Random, size: int) -> Example:
@@ -135,20 +154,21 @@ def _text_read(rng: random.Random, size: int) -> Example:
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
-    color = COLORS[rng.choice(["red", "blue", "black", "purple", "green"])]
+    color = rng.choice(["red", "blue", "black", "purple", "green"])
     top = rng.randint(2, max(2, size - 14 * len(words) - 2))
     for i, word in enumerate(words):
-        draw.text((rng.randint(2, max(2, size // 3)), top + 14 * i), word.upper(), fill=color, font=font)
-    return Example(image, {}, [" ".join(words)])
+        draw.text((rng.randint(2, max(2, size // 3)), top + 14 * i), word.upper(), fill=COLORS[color], font=font)
+    return Example(image, describe_words(words, color), {}, [" ".join(words)])
 
 
 def _color_choice(rng: random.Random, size: int) -> Example:
-    canvas, (kind, color, _) = _distinct_scene(rng, size)
+    canvas, scene, (kind, color, _) = _distinct_scene(rng, size)
     options = [color, *rng.sample([c for c in COLORS if c != color], 3)]
     rng.shuffle(options)
     letters = "ABCD"
     formatted = "\n".join(f"({letters[i]}) {o}" for i, o in enumerate(options))
-    return Example(canvas.image, {"shape": kind, "options": formatted}, [letters[options.index(color)]], options)
+    fields = {"shape": kind, "options": formatted}
+    return Example(canvas.image, scene, fields, [letters[options.index(color)]], options)
 
 
 TASKS: dict[str, Callable[[random.Random, int], Example]] = {
@@ -168,64 +188,74 @@ def draw_example(task: str, seed: int, split: str, index: int, image_size: int =
 
 
 def make_benchmark(
-    out_dir: Path, *, seed: int = 0, train_per_task: int = 200, test_per_task: int = 40, image_size: int = 96
+    out_dir: Path, *, seed: int = 0, train_per_task: int = 200, test_per_task: int = 40, image_size: int = 96,
+    text_scenes: bool = False,
 ) -> dict[str, Any]:
     """Write the benchmark under `out_dir`; returns its manifest.
 
     Files: `images/{train,test}/*.png`, `train.json` (LLaMA-Factory sharegpt; each row also carries
     `task`, `template` and `fields` so an augmenter can re-render its instruction), `dataset_info.json`
     (entry `instraug_shapes_train`), `eval.json` (robustness evaluation set with original and held-out
-    variants), `manifest.json`.
+    variants), `manifest.json`. With `text_scenes` there are no images: each prompt is the scene
+    description, a newline, then the instruction (`SCENE_PREFIX`; the description is field `scene`).
     """
     if train_per_task < 0 or test_per_task < 1 or image_size < 32:
         raise InstrAugError("need train_per_task >= 0, test_per_task >= 1 and image_size >= 32")
     train_templates, heldout_templates = benchmark_templates()
+    prefix = SCENE_PREFIX if text_scenes else "<image>"
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     instances: list[dict[str, Any]] = []
     for split, count in (("train", train_per_task), ("test", test_per_task)):
-        (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
+        if not text_scenes:
+            (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         for task in TASKS:
             for index in range(count):
                 example = draw_example(task, seed, split, index, image_size)
-                image_rel = f"images/{split}/{task}-{index:05d}.png"
-                example.image.save(out_dir / image_rel)
+                fields = {**example.fields, "scene": example.scene} if text_scenes else example.fields
+                images = []
+                if not text_scenes:
+                    images = [f"images/{split}/{task}-{index:05d}.png"]
+                    example.image.save(out_dir / images[0])
                 if split == "test":
                     instances.append({
-                        "id": f"{task}/{index}", "task": task, "images": [image_rel], "fields": example.fields,
+                        "id": f"{task}/{index}", "task": task, "images": images, "fields": fields,
                         "answers": example.answers, "options": example.options,
                     })
                     continue
                 template = random.Random(f"{seed}/template/{task}/{index}").choice(train_templates[task])
                 rows.append({
                     "messages": [
-                        {"role": "user", "content": "<image>" + fill_template(template, example.fields)},
+                        {"role": "user", "content": fill_template(prefix + template, fields)},
                         {"role": "assistant", "content": example.answers[0]},
                     ],
-                    "images": [image_rel],
+                    "images": images,
                     "task": task,
                     "template": template,
-                    "fields": json.dumps(example.fields, ensure_ascii=False),
+                    "fields": json.dumps(fields, ensure_ascii=False),
                 })
+    scene = SCENE_PREFIX if text_scenes else ""
     eval_set = {
         "format": EVAL_FORMAT,
-        "name": "instraug-shapes",
+        "name": "instraug-shapes-text" if text_scenes else "instraug-shapes",
         "tasks": {
-            task: {"metric": TASK_METRICS[task], "original": train_templates[task], "heldout": heldout_templates[task]}
+            task: {"metric": TASK_METRICS[task], "original": [scene + t for t in train_templates[task]],
+                   "heldout": [scene + t for t in heldout_templates[task]]}
             for task in TASKS
         },
         "instances": instances,
     }
+    columns = {"messages": "messages"} if text_scenes else {"messages": "messages", "images": "images"}
     dataset_info = {
         DATASET_NAME: {
             "file_name": "train.json",
             "formatting": "sharegpt",
-            "columns": {"messages": "messages", "images": "images"},
+            "columns": columns,
             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
         }
     }
     manifest = {
-        "seed": seed, "image_size": image_size, "tasks": TASK_METRICS,
+        "seed": seed, "image_size": image_size, "text_scenes": text_scenes, "tasks": TASK_METRICS,
         "train_rows": len(rows), "test_instances": len(instances),
     }
     for name, data in (("train.json", rows), ("eval.json", eval_set), ("dataset_info.json", dataset_info),
@@ -240,7 +270,8 @@ def instantiate_pool(template_pool: Path, bench_dir: Path, out_dir: Path) -> Pat
     Pool lookup during training matches a row's instruction text, which has its fields filled in
     ("What color is the circle?"). Each training row records its `template` and `fields`, so every
     kept paraphrase of that template is filled with the same fields (whitelist formatter) and stored
-    as a paraphrase of the filled seed. Returns the written `pool.jsonl`.
+    as a paraphrase of the filled seed; text-scene rows (a `scene` field) keep their scene in front.
+    Returns the written `pool.jsonl`.
     """
     from instraug_plugin.core.pool import Pool, PoolRecord, normalize, write_pool
 
@@ -249,10 +280,11 @@ def instantiate_pool(template_pool: Path, bench_dir: Path, out_dir: Path) -> Pat
     records: dict[str, PoolRecord] = {}
     for row in rows:
         fields = json.loads(row["fields"])
-        seed = fill_template(row["template"], fields)
+        prefix = SCENE_PREFIX if "scene" in fields else ""
+        seed = fill_template(prefix + row["template"], fields)
         seed_id = f"{row['task']}/{normalize(seed)}"
         for text in [row["template"], *pool.variants(row["template"], row["task"])]:
-            filled = fill_template(text, fields)
+            filled = fill_template(prefix + text, fields)
             is_seed = text == row["template"]
             record = PoolRecord(row["task"], seed_id, seed, filled, "seed" if is_seed else "single",
                                 round=0 if is_seed else 1, parent=None if is_seed else seed)

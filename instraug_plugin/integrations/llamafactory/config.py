@@ -127,10 +127,12 @@ def parse_config(raw: dict[str, Any]) -> InstrAugConfig:
             values[name] = _as_int(key, value, 1)
         elif name in ("log", "log_samples", "live_keep_loaded"):
             values[name] = _as_bool(key, value)
-        elif name == "task_column":
+        elif name in ("task_column", "live_model"):
             if not isinstance(value, str) or not value:
-                raise _fail(key, "a column name", value)
+                raise _fail(key, "a non-empty string", value)
             values[name] = value
+        else:  # every field of InstrAugConfig needs a branch above
+            raise AssertionError(f"no validator for {key}")
     config = InstrAugConfig(**values)
     if config.mode == "pool" and not config.pool:
         raise InstrAugError("instraug_pool: required when instraug_mode is pool (a pool directory or pool.jsonl)")

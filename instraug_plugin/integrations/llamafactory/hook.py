@@ -187,10 +187,10 @@ def _patched_align(original: Any) -> Any:
 def _patched_preprocess(original: Any) -> Any:
     @functools.wraps(original)
     def _get_preprocessed_dataset(dataset: Any, data_args: Any, training_args: Any, stage: str, template: Any,
-                                  tokenizer: Any, processor: Any = None, is_eval: bool = False) -> Any:
+                                  tokenizer: Any, processor: Any = None, is_eval: bool = False, **kwargs: Any) -> Any:
         session = SESSION
         if session is None or is_eval or dataset is None:
-            return original(dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval)
+            return original(dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval, **kwargs)
         _check_supported(data_args, training_args, stage)
         from llamafactory.data import loader
 
@@ -206,7 +206,7 @@ def _patched_preprocess(original: Any) -> Any:
         image_token = getattr(template.mm_plugin, "image_token", None)
         image_token_id = tokenizer.convert_tokens_to_ids(image_token) if image_token else None
         lazy = dataset.with_transform(LazyTransform(session, dataset_processor, image_token_id))
-        if training_args.should_log:
+        if training_args.should_log and kwargs.get("print_example", True):  # newer releases add that flag
             print("training example (instraug: tokenized lazily, wording varies per epoch):")
             dataset_processor.print_data_example(lazy[0])
         return lazy

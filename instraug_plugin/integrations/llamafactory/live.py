@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from instraug_plugin.core.pool import Pool, PoolRecord, normalize
+from instraug_plugin.core.pool import Pool, PoolRecord, normalize, write_pool
 from instraug_plugin.core.sampling import split_edge_media
 from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, TASK_COLUMN, Session
 
@@ -111,6 +111,9 @@ class LiveRefresher:
         self.session.fallbacks += sum(n for _, n in gathered)
         if new:
             self.session.rewriter.pool = Pool(self.base_records + new)
+            if rank == 0:
+                write_pool(Path(self.session.output_dir) / "instraug_live" / f"pool-epoch{epoch}", new,
+                           {"epoch": epoch, "model": config.live_model, "seeds": len(seeds)})
         if not config.live_keep_loaded:
             self.close()
         self.refreshes += 1

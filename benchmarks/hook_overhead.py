@@ -1,0 +1,143 @@
+"""Cost of on-the-fly instruction augmentation inside LLaMA-Factory, measured in one run.
+
+1. Per-sample hook cost (rewrite of the user turns) next to LLaMA-Factory's own tokenization cost
+   (`preprocess_dataset`, which the lazy hook also pays, once per sample per epoch).
+2. Train-step time of the real `llamafactory-cli train` with pool mode on vs off (target <= 2%).
+3. Live mode: one pool refresh with the real SmolLM2 rewriter (4-bit bitsandbytes on CPU, or on
+   the GPU when there is one): refresh time and the rewriter's peak memory.
+
+Usage: python benchmarks/hook_overhead.py [--model DIR] [--steps 40] [--out results.json]
+Without --model, the tiny offline LLaVA of tests/tiny_llava.py is built in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "tiny_llava_cpu_pool.yaml"
+
+
+def base_config(model: Path, out: Path) -> dict[str, Any]:
+    config = yaml.safe_load(EXAMPLE.read_text())
+    config.update(model_name_or_path=str(model), dataset_dir=str(REPO / "dataset_info"), output_dir=str(out),
+                  instraug_pool=str(REPO / "dataset_info" / "instraug_demo" / "pool"), instraug_log_samples=False)
+    return config
+
+
+def per_sample_costs(model: Path, tmp: Path, n: int) -> dict[str, float]:
+    """Microseconds per sample: our rewrite vs LLaMA-Factory's tokenization, on the demo rows."""
+    from llamafactory.data import get_template_and_fix_tokenizer, loader
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    from instraug_plugin.integrations.llamafactory.config import split_args
+    from instraug_plugin.integrations.llamafactory.hook import rewrite_messages, start_session
+
+    config, rest = split_args(base_config(model, tmp / "micro"))
+    assert config is not None and isinstance(rest, dict)
+    model_args, data_args, training_args, _, _ = get_train_args(rest)
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    processor = loader._get_dataset_processor(data_args, "sft", template, **tokenizer_module)
+    aligned = loader._get_merged_dataset(data_args.dataset, model_args, data_args, training_args, "sft")
+    rows = aligned.to_list()
+    rows = (rows * (n // len(rows) + 1))[:n]
+    session = start_session(config, 42)
+    started = time.perf_counter()
+    for i, row in enumerate(rows):
+        rewrite_messages(session.rewriter, row["_prompt"], task=None, epoch=1, index=i, all_turns=True)
+    hook = (time.perf_counter() - started) / n
+    batch = {key: [row[key] for row in rows] for key in rows[0]}
+    started = time.perf_counter()
+    processor.preprocess_dataset(batch)
+    tokenize = (time.perf_counter() - started) / n
+    return {"samples": n, "hook_us_per_sample": round(hook * 1e6, 2),
+            "llamafactory_tokenize_us_per_sample": round(tokenize * 1e6, 2),
+            "hook_vs_tokenize_percent": round(100 * hook / tokenize, 3)}
+
+
+def train_step_time(model: Path, tmp: Path, steps: int, pool: bool) -> dict[str, float]:
+    """Seconds per optimizer step of a real training run (pool mode on, or no instraug keys)."""
+    name = "pool_on" if pool else "pool_off"
+    config = base_config(model, tmp / name)
+    config.update(max_steps=steps, num_train_epochs=1000, logging_steps=steps)
+    if not pool:
+        config = {k: v for k, v in config.items() if not k.startswith("instraug_")}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.environ.get("HF_HOME", str(tmp / "hf_home"))}
+    # The explicit launcher patches LLaMA-Factory exactly like the startup hook does.
+    command = [str(Path(sys.executable).with_name("instraug-plugin")), "train", str(path)]
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=REPO)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} run failed:\n{result.stderr[-3000:]}")
+    metrics = json.loads((tmp / name / "train_results.json").read_text())
+    return {"steps": steps, "train_runtime_s": metrics["train_runtime"],
+            "seconds_per_step": round(metrics["train_runtime"] / steps, 4)}
+
+
+def live_refresh(tmp: Path, seeds: int) -> dict[str, Any]:
+    """One refresh of the live pool with SmolLM2 in 4-bit on the demo instructions."""
+    from datasets import Dataset
+
+    from instraug_plugin.integrations.llamafactory.config import parse_config
+    from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, start_session
+    from instraug_plugin.integrations.llamafactory.live import LiveRefresher
+
+    rows = json.loads((REPO / "dataset_info" / "instraug_demo" / "demo.json").read_text())
+    config = parse_config({"instraug_mode": "live", "instraug_live_quantization_bit": 4,
+                           "instraug_live_max_seeds": seeds, "instraug_live_num_samples": 2})
+    session = start_session(config, 42)
+    session.output_dir = str(tmp / "live")
+    session.train_dataset = Dataset.from_dict({"_prompt": [r["messages"][:1] for r in rows],
+                                               INDEX_COLUMN: list(range(len(rows)))})
+    import torch
+
+    refresher = LiveRefresher(session)
+    refresher.refresh(0)
+    return {**refresher.last, "rewriter_fallbacks": session.fallbacks,
+            "device": "cuda" if torch.cuda.is_available() else "cpu", "quantization_bit": 4}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="a LLaVA checkpoint directory (default: build the tiny one)")
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--live-seeds", type=int, default=4)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        model = args.model
+        if model is None:
+            sys.path.insert(0, str(REPO / "tests"))
+            from tiny_llava import build_tiny_llava
+
+            model = build_tiny_llava(tmp / "tiny_llava")
+        report: dict[str, Any] = {"per_sample": per_sample_costs(model, tmp, args.samples)}
+        off = train_step_time(model, tmp, args.steps, pool=False)
+        on = train_step_time(model, tmp, args.steps, pool=True)
+        report["train_step"] = {"pool_off": off, "pool_on": on, "overhead_percent": round(
+            100 * (on["seconds_per_step"] - off["seconds_per_step"]) / off["seconds_per_step"], 2)}
+        report["live"] = live_refresh(tmp, args.live_seeds)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m instraug_plugin` runs the CLI."""
+
+from instraug_plugin.cli import main
+
+main()

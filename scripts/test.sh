@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test suite (real models and real LLaMA-Factory training on CPU). Extra args go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1
+exec .venv/bin/python -m pytest -q -ra "$@"

@@ -1,0 +1,94 @@
+"""Reply extraction, rule filters and the generation cache (torch-free core)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from instraug_plugin.core.cache import GenerationCache
+from instraug_plugin.core.extract import extract_reply
+from instraug_plugin.core.filters import Candidate, FilterChain, FilterConfig
+
+
+@pytest.mark.parametrize(
+    "reply,expected",
+    [
+        ('Here is the rephrased sentence:\n"Describe the area {A} of the picture."', "Describe the area {A} of the picture."),
+        ("Sure! Here's a revised version: What does {A} contain?", "What does {A} contain?"),
+        ("1. What does {A} show?\n\nThis version uses simpler words.", "What does {A} show?"),
+        ("Rephrased sentence: Tell me about {A}.", "Tell me about {A}."),
+        ("“Find {A} in the image.”", "Find {A} in the image."),
+        ("**Locate {A}.**", "Locate {A}."),
+        ("Certainly!\n\n- Point out {A}.\nNote: I kept the token.", "Point out {A}."),
+        ("The image shows a cat.\nWhere is {A} in the picture?", "Where is {A} in the picture?"),
+        ("```\nName the object at {A}.\n```", "Name the object at {A}."),
+        ("Here is the rephrased sentence:", None),
+        ("   ", None),
+    ],
+)
+def test_extract_reply(reply: str, expected: str | None) -> None:
+    assert extract_reply(reply) == expected
+
+
+def test_extract_multiline_keeps_the_block_structure() -> None:
+    reply = "Here is the rewritten instruction:\n\nName the subject.\n\nRelationship: {A}\nObject: {B}\n\nThis version is shorter."
+    assert extract_reply(reply, multiline=True) == "Name the subject.\n\nRelationship: {A}\nObject: {B}"
+
+
+def _cand(text: str, parent: str = "Describe the content of {region} in the image.", seed_id: str = "GC/0") -> Candidate:
+    return Candidate(text=text, parent=parent, seed="Describe the content of {region} in the image.", seed_id=seed_id)
+
+
+def test_each_filter_rejects_and_counts() -> None:
+    chain = FilterChain(FilterConfig(contractions=True, near_duplicate_threshold=0.8))
+    chain.add_seed("GC/0", "Describe the content of {region} in the image.")
+    cases = {
+        "What does {region} in the picture show?": True,
+        "What does the picture show?": False,  # placeholders
+        "Tell {region}.": False,  # length: 2 words < 0.5 * 8
+        "Describe the content of {region} in the image.": False,  # echo
+        "We'll describe what {region} holds in the picture.": False,  # contractions
+        "Here is the rephrased: explain {region} of the image.": False,  # meta_text
+        "Explain what [A] holds in {region} here.": False,  # meta_text: stray mask marker
+        "WHAT does {region} in the picture  show?": False,  # duplicate (normalized)
+        "What does {region} in the picture show now?": False,  # near duplicate
+        "Explain the visible content of {region}.": True,
+    }
+    verdicts = {text: chain.accepts(_cand(text)) for text in cases}
+    assert verdicts == cases
+    assert dict(chain.rejected) == {
+        "placeholders": 1, "length": 1, "contractions": 1, "echo": 1, "meta_text": 2, "duplicate": 1,
+        "near_duplicate": 1,
+    }
+
+
+def test_iterative_rows_compare_length_with_their_parent_and_placeholders_with_the_seed() -> None:
+    chain = FilterChain(FilterConfig(length_low=0.5, length_high=1.5))
+    parent = "Explain {region} now."  # a round-1 paraphrase: 3 words
+    assert not chain.accepts(_cand("Give a detailed description of everything inside {region}.", parent=parent))
+    assert chain.accepts(_cand("Describe {region}, please.", parent=parent))
+    assert not chain.accepts(_cand("Describe <image>, please.", parent="Explain <image>."))
+    assert chain.rejected["length"] == 1 and chain.rejected["placeholders"] == 1
+
+
+def test_duplicates_are_global_across_tasks() -> None:
+    chain = FilterChain()
+    assert chain.accepts(_cand("What does {region} in the picture show?", seed_id="GC/0"))
+    assert not chain.accepts(_cand("what does {region} in the picture show?", seed_id="VG/3"))
+
+
+def test_cache_survives_a_cut_last_line(tmp_path: Path) -> None:
+    path = tmp_path / "cache.jsonl"
+    cache = GenerationCache(path)
+    cache.put_many([("k1", "one"), ("k2", "two")])
+    with path.open("a") as fh:
+        fh.write('{"key": "k3", "te')  # killed mid-write
+    reloaded = GenerationCache(path)
+    assert len(reloaded) == 2 and "k3" not in reloaded
+    reloaded.put_many([("k3", "three"), ("k1", "ignored: already cached")])
+    again = GenerationCache(path)
+    assert again.get("k3") == "three" and again.get("k1") == "one" and len(again) == 3
+    assert sum(1 for line in path.read_text().splitlines() if line.startswith("{") and line.endswith("}")) == 3
+    assert all(json.loads(line) for line in path.read_text().splitlines()[-1:])

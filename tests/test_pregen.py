@@ -1,0 +1,179 @@
+"""Pregen end to end: the real SmolLM2 rewriter, constrained decoding, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from instraug_plugin.backends.base import GenerationRequest
+from instraug_plugin.core.cache import GenerationCache
+from instraug_plugin.core.filters import FilterConfig
+from instraug_plugin.core.placeholders import DEFAULT_SPEC
+from instraug_plugin.core.pool import Pool, read_manifest, read_records
+from instraug_plugin.generation.pipeline import PregenConfig, run_pregen
+from instraug_plugin.generation.prompts import load_meta_prompts
+from instraug_plugin.inputs import load_seeds
+from instraug_plugin.resources import bundled_templates_file
+
+CLI = [sys.executable, "-m", "instraug_plugin"]
+
+
+class AdversarialBackend:
+    """Replies that keep, reorder, drop, duplicate or garble the sentinels of each request.
+
+    Not a stand-in for the LLM (the real one runs below): it feeds the pipeline every way a rewrite
+    can break placeholders, over all 378 templates, to check that none survives the filters.
+    """
+
+    name = "adversarial"
+    model_id = "adversarial"
+    supports_constraints = False
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        replies = []
+        for r in requests:
+            masked = r.messages[-1][1].split("\n", 1)[1].split(": ", 1)[1]
+            sentinels = re.findall(r"\{[A-Z]\}", masked)
+            variant = r.sample_index % 4
+            salt = abs(hash(masked)) % 10**6
+            words = " ".join(f"w{salt}s{r.sample_index}x{i}" for i in range(max(3, len(masked.split()) - len(sentinels))))
+            if variant == 0:  # valid: sentinels reordered inside new wording
+                replies.append(f"Please {words} " + " ".join(reversed(sentinels)))
+            elif variant == 1:  # one dropped
+                replies.append(f"Please {words} " + " ".join(sentinels[1:]))
+            elif variant == 2:  # one duplicated
+                replies.append(f"Please {words} " + " ".join(sentinels + sentinels[:1]))
+            else:  # garbled into a look-alike
+                replies.append(f"Please {words} " + " ".join(s.replace("{", "[").replace("}", "]") for s in sentinels))
+        return replies
+
+    def close(self) -> None:
+        pass
+
+
+def test_no_kept_paraphrase_changes_placeholders_over_all_templates(tmp_path: Path) -> None:
+    seeds = load_seeds(bundled_templates_file())
+    config = PregenConfig(placeholder_mode="mask", samples_per_prompt=4, batch_size=64, filters=FilterConfig(0.0, 10.0))
+    result = run_pregen(seeds, AdversarialBackend(), load_meta_prompts(1, 0), config, GenerationCache(tmp_path / "c.jsonl"))
+    paraphrases = [r for r in result.records if not r.is_seed]
+    for record in paraphrases:
+        assert Counter(DEFAULT_SPEC.protected_spans(record.text)) == Counter(DEFAULT_SPEC.protected_spans(record.seed))
+    rewritable = [s for s in seeds if DEFAULT_SPEC.mask(s.text).has_free_text()]
+    with_placeholders = sum(1 for s in rewritable if DEFAULT_SPEC.protected_spans(s.text))
+    # Seeds with placeholders keep only the reordered variant; the other three break them.
+    assert len(paraphrases) == with_placeholders + 4 * (len(rewritable) - with_placeholders)
+    assert result.counts["filters"]["placeholders"]["rejected"] == 3 * with_placeholders
+    assert with_placeholders > 250 and result.counts["seeds"] == 370
+
+
+@pytest.mark.slow
+def test_constrained_decoding_emits_each_sentinel_exactly_once(smollm2_backend) -> None:
+    prompts = load_meta_prompts(2, 1)
+    masked = ["Describe {A} in the image.", "Which region among {B} matches {A}? {C}", "{A} and {B}: compare them."]
+    requests = [
+        GenerationRequest(p.messages(m), temperature=t, max_new_tokens=n, sample_index=i,
+                          required_spans=tuple(re.findall(r"\{[A-Z]\}", m)), single_line=True)
+        for i, (p, m) in enumerate((p, m) for p in prompts for m in masked)
+        for t, n in ((0.7, 48), (1.0, 10))  # 10 tokens: the budget forces the owed sentinels out
+    ]
+    replies = smollm2_backend.generate(requests)
+    for request, reply in zip(requests, replies):
+        assert Counter(re.findall(r"\{[A-Z]\}", reply)) == Counter(request.required_spans), reply
+        assert "\n" not in reply.strip()
+        assert not re.search(r"[{}]", re.sub(r"\{[A-Z]\}", "", reply)), reply
+    assert smollm2_backend.generate(requests[:4]) == replies[:4]  # same batch, same replies
+
+
+def _pregen(out: Path, *extra: str, env: dict[str, str]) -> subprocess.Popen:
+    args = [*CLI, "pregen", str(bundled_templates_file()), "--tasks", "GC,VG", "--limit", "3", "--out", str(out),
+            "--direct-prompts", "2", "--guided-prompts", "1", "--batch-size", "2", "--device", "cpu", *extra]
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_pregen_end_to_end_and_resume_after_kill(tmp_path: Path, offline_env: dict[str, str]) -> None:
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    proc = _pregen(full, env=offline_env)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err
+
+    records = list(read_records(full))
+    manifest = read_manifest(full)
+    assert manifest["seeds"] == 3 and manifest["generated"] == 9 and manifest["model"] == "SmolLM2-135M-Instruct"
+    assert manifest["kept"] == len(records) - 3 and manifest["config"]["placeholder_mode"] == "constrained"
+    assert set(manifest["filters"]) >= {"extraction", "placeholders", "length", "echo", "meta_text", "duplicate", "near_duplicate"}
+    assert sum(f["rejected"] for f in manifest["filters"].values()) + manifest["kept"] == 9
+    assert manifest["filters"]["placeholders"]["rejected"] == 0  # safe by construction
+    for record in records:
+        assert DEFAULT_SPEC.same_placeholders(record.seed, record.text)
+        if not record.is_seed:
+            assert record.meta_prompt in {"direct/0", "direct/1", "guided/0"} and record.model == "SmolLM2-135M-Instruct"
+    assert f"{manifest['kept']} paraphrases kept of 9 generated" in out
+
+    proc = _pregen(cut, env=offline_env)
+    cache = cut / "cache.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    done_before = len(cache.read_text().splitlines())
+    assert 2 <= done_before < 9 and not (cut / "pool.jsonl").exists()
+
+    proc = _pregen(cut, env=offline_env)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err
+    assert (cut / "pool.jsonl").read_text() == (full / "pool.jsonl").read_text()
+    resumed = list(read_records(cut))
+    assert len({r.id for r in resumed}) == len(resumed)
+    assert len(GenerationCache(cache)) == 9
+    assert read_manifest(cut)["cache_hits"] >= done_before - done_before % 2
+
+
+@pytest.mark.slow
+def test_iterative_rounds_feed_on_filtered_outputs(tmp_path: Path, smollm2_backend) -> None:
+    seeds = load_seeds(bundled_templates_file(), tasks=["GC"])[:2]
+    config = PregenConfig(strategy="iterative", rounds=2, batch_size=16)
+    result = run_pregen(seeds, smollm2_backend, load_meta_prompts(2, 2), config, GenerationCache(tmp_path / "c.jsonl"))
+    pool = Pool(result.records)
+    round1 = {r.text for r in pool.records if r.round == 1}
+    round2 = [r for r in pool.records if r.round == 2]
+    assert round1, "round 1 kept nothing"
+    assert result.counts["generated"] == 2 * 4 + 4 * len(round1)
+    assert all(r.parent in round1 for r in round2)
+    assert all(r.strategy == "iterative" for r in pool.records if not r.is_seed)
+
+
+def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "content,args,message",
+    [
+        ('{"GC": ["Describe {region."]}', (), r"GC\[0\]: unbalanced"),
+        ('{"GC": []}', (), "GC"),
+        ("not json at all", (), "not valid JSON"),
+        ('{"GC": ["Describe {region}."]}', ("--tasks", "NOPE"), "NOPE"),
+        ('{"GC": ["Describe {region}."]}', ("--model", "/no/such/model"), "/no/such/model"),
+        ('{"GC": ["Describe {region}."]}', ("--strategy", "fancy"), "strategy"),
+    ],
+)
+def test_bad_input_is_one_line_without_traceback(tmp_path: Path, offline_env, content: str, args, message: str) -> None:
+    source = tmp_path / "templates.json"
+    source.write_text(content)
+    result = _run_cli("pregen", str(source), "--out", str(tmp_path / "pool"), *args, env=offline_env)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert re.search(message, lines[0]) and "Traceback" not in result.stderr
