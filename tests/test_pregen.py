@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import signal
 import subprocess
@@ -78,7 +76,7 @@ def test_no_kept_paraphrase_changes_placeholders_over_all_templates(tmp_path: Pa
 
 @pytest.mark.slow
 def test_constrained_decoding_emits_each_sentinel_exactly_once(smollm2_backend) -> None:
-    prompts = load_meta_prompts(2, 1)
+    prompts = load_meta_prompts(1, 1)
     masked = ["Describe {A} in the image.", "Which region among {B} matches {A}? {C}", "{A} and {B}: compare them."]
     requests = [
         GenerationRequest(p.messages(m), temperature=t, max_new_tokens=n, sample_index=i,
@@ -91,7 +89,8 @@ def test_constrained_decoding_emits_each_sentinel_exactly_once(smollm2_backend) 
         assert Counter(re.findall(r"\{[A-Z]\}", reply)) == Counter(request.required_spans), reply
         assert "\n" not in reply.strip()
         assert not re.search(r"[{}]", re.sub(r"\{[A-Z]\}", "", reply)), reply
-    assert smollm2_backend.generate(requests[:4]) == replies[:4]  # same batch, same replies
+    pair = [requests[0], requests[2]]
+    assert smollm2_backend.generate(pair) == smollm2_backend.generate(pair)  # same batch, same replies
 
 
 def _pregen(out: Path, *extra: str, env: dict[str, str]) -> subprocess.Popen:
@@ -155,7 +154,7 @@ def test_iterative_rounds_feed_on_filtered_outputs(tmp_path: Path, smollm2_backe
 
 
 def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ paraphrase, or None when nothing usable is left.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 _PREAMBLE_WORDS = (
     r"sure|certainly|of course|okay|ok|absolutely|great|here(?:'s| is| are)|below is|the (?:\w+ )?"
@@ -79,7 +80,7 @@ def extract_reply(reply: str, *, multiline: bool = False) -> str | None:
         return None
     if multiline:
         block = [content[0][1]]
-        for (prev, _), (index, line) in zip(content, content[1:]):
+        for (prev, _), (index, line) in pairwise(content):
             if index - prev > 2:
                 break
             block.append(("\n" * (index - prev - 1)) + line if index - prev > 1 else line)

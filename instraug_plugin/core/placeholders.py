@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from instraug_plugin.core.errors import InstrAugError
@@ -172,14 +171,6 @@ class MaskedText:
 DEFAULT_SPEC = PlaceholderSpec()
 
 
-def protected_multiset(texts: Iterable[str], spec: PlaceholderSpec = DEFAULT_SPEC) -> Counter[str]:
-    """Counter of protected spans over several texts."""
-    total: Counter[str] = Counter()
-    for text in texts:
-        total.update(spec.protected_spans(text))
-    return total
-
-
 def fill_template(template: str, fields: dict[str, object], spec: PlaceholderSpec = DEFAULT_SPEC) -> str:
     """Fill `{name}` fields from `fields` by exact lookup of the field's source text; never evaluates.
 
@@ -197,9 +188,3 @@ def fill_template(template: str, fields: dict[str, object], spec: PlaceholderSpe
         else:
             out.append(span.text)
     return "".join(out)
-
-
-def check_sequence(texts: Sequence[str], spec: PlaceholderSpec = DEFAULT_SPEC, source: str = "") -> None:
-    """Parse every text, raising InstrAugError for the first malformed one."""
-    for i, text in enumerate(texts):
-        spec.parse(text, source=f"{source}[{i}]")

@@ -13,7 +13,6 @@ filter rejects what broke).
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,7 +126,7 @@ def generate_cached(
         else:
             try:
                 replies = backend.generate([requests[i] for i in chunk])
-            except Exception as exc:  # noqa: BLE001 - any backend failure ends the run; cached work survives
+            except Exception as exc:
                 raise InstrAugError(
                     f"rewriter {model_id} failed on a batch of {len(chunk)} ({type(exc).__name__}: "
                     f"{str(exc).splitlines()[0] if str(exc) else ''}); finished batches are cached, rerun to resume"

@@ -226,6 +226,8 @@ def _patched_run_exp(original: Any) -> Any:
                 return original(args, callbacks)
             if not config.active:
                 return original(rest, callbacks)
+            if os.environ.get("USE_RAY", "0").lower() in ("true", "y", "1"):
+                raise InstrAugError("USE_RAY: Ray workers are not supported with instraug_mode; use torchrun")
             from instraug_plugin.integrations.llamafactory.callback import InstrAugCallback
 
             default_seed = rest.get("seed", 42) if isinstance(rest, dict) else 42
