@@ -171,27 +171,21 @@ def test_callback_settings_validation(bench: Path) -> None:
         EvalCallbackSettings.from_keys({"instraug_eval_set": "x", "instraug_eval_batch_size": 0})
 
 
-TRAIN_WITH_CALLBACK = """
-import json, sys
-from llamafactory.train.tuner import run_exp
-from instraug_plugin.evaluation.callback import EvalCallbackSettings, InstrAugEvalCallback
-model, bench, out = sys.argv[1:4]
-args = dict(model_name_or_path=model, stage="sft", do_train=True, finetuning_type="lora", lora_rank=4,
-            lora_target="all", template="llava", dataset="instraug_shapes_train", dataset_dir=bench,
-            cutoff_len=256, output_dir=out, num_train_epochs=2, per_device_train_batch_size=4,
-            learning_rate=1e-3, dataloader_num_workers=0, save_strategy="no", report_to="none",
-            bf16=False, fp16=False, logging_steps=1, overwrite_output_dir=True)
-settings = EvalCallbackSettings.from_keys({"instraug_eval_set": bench + "/eval.json", "instraug_eval_max_instances": 1,
-                                           "instraug_eval_max_new_tokens": 2, "instraug_eval_variants": "heldout"})
-run_exp(args, callbacks=[InstrAugEvalCallback(settings, model_name_or_path=model, template="llava")])
-"""
-
-
 @pytest.mark.slow
 def test_callback_logs_during_llamafactory_training(tmp_path: Path, bench: Path, tiny_llava: Path,
                                                      offline_env: dict[str, str]) -> None:
+    """`instraug_eval_*` keys alone in the YAML of a real `llamafactory-cli train` run enable the evaluator."""
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", TRAIN_WITH_CALLBACK, str(tiny_llava), str(bench), str(out)],
+    config = dict(model_name_or_path=str(tiny_llava), stage="sft", do_train=True, finetuning_type="lora", lora_rank=4,
+                  lora_target="all", template="llava", dataset="instraug_shapes_train", dataset_dir=str(bench),
+                  cutoff_len=256, output_dir=str(out), num_train_epochs=2, per_device_train_batch_size=4,
+                  learning_rate=1e-3, dataloader_num_workers=0, save_strategy="no", report_to="none",
+                  bf16=False, fp16=False, logging_steps=1, overwrite_output_dir=True,
+                  instraug_eval_set=str(bench / "eval.json"), instraug_eval_max_instances=1,
+                  instraug_eval_max_new_tokens=2, instraug_eval_variants="heldout")
+    (tmp_path / "train.yaml").write_text(json.dumps(config))  # JSON is YAML
+    cli = str(Path(sys.executable).parent / "llamafactory-cli")
+    proc = subprocess.run([cli, "train", str(tmp_path / "train.yaml")],
                           check=False, capture_output=True, text=True, env=offline_env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]

@@ -10,11 +10,14 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from instraug_plugin.core.errors import InstrAugError
+
+if TYPE_CHECKING:
+    from instraug_plugin.evaluation.callback import EvalCallbackSettings
 
 PREFIX = "instraug_"
 MODES = ("off", "pool", "live")
@@ -45,13 +48,15 @@ class InstrAugConfig:
     live_temperature: float = 0.7
     live_max_new_tokens: int = 48
     live_max_seeds: int | None = None
+    evaluation: EvalCallbackSettings | None = None  # from the instraug_eval_* keys
 
     @property
     def active(self) -> bool:
         return self.mode != "off"
 
 
-KEYS = {PREFIX + f.name: f.name for f in fields(InstrAugConfig)}
+KEYS = {PREFIX + f.name: f.name for f in fields(InstrAugConfig) if f.name != "evaluation"}
+EVAL_PREFIX = "instraug_eval_"
 
 
 def _fail(key: str, expected: str, value: Any) -> InstrAugError:
@@ -92,9 +97,19 @@ def _as_strings(key: str, value: Any) -> tuple[str, ...]:
 
 
 def parse_config(raw: dict[str, Any]) -> InstrAugConfig:
-    """Validate `instraug_*` keys (full names) into a config; InstrAugError names the bad key."""
-    values: dict[str, Any] = {}
+    """Validate `instraug_*` keys (full names) into a config; InstrAugError names the bad key.
+
+    `instraug_eval_*` keys configure the robustness-evaluation callback; given alone, they leave
+    instruction rewriting off.
+    """
+    from instraug_plugin.evaluation.callback import EvalCallbackSettings
+
+    values: dict[str, Any] = {"evaluation": EvalCallbackSettings.from_keys(raw)}
+    if values["evaluation"] is not None and "instraug_mode" not in raw and all(k.startswith(EVAL_PREFIX) for k in raw):
+        values["mode"] = "off"
     for key, value in raw.items():
+        if key.startswith(EVAL_PREFIX):
+            continue
         if key not in KEYS:
             close = difflib.get_close_matches(key, list(KEYS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(KEYS))})"

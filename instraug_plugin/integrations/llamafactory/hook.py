@@ -214,6 +214,17 @@ def _patched_preprocess(original: Any) -> Any:
     return _get_preprocessed_dataset
 
 
+def _eval_callbacks(config: InstrAugConfig, rest: Any) -> list[Any]:
+    """The epoch-end robustness evaluator, when `instraug_eval_*` keys ask for it."""
+    if config.evaluation is None:
+        return []
+    if not isinstance(rest, dict) or "model_name_or_path" not in rest or "template" not in rest:
+        raise InstrAugError("instraug_eval_set: needs model_name_or_path and template in the same YAML")
+    from instraug_plugin.evaluation.callback import InstrAugEvalCallback
+
+    return [InstrAugEvalCallback(config.evaluation, model_name_or_path=rest["model_name_or_path"], template=rest["template"])]
+
+
 def _patched_run_exp(original: Any) -> Any:
     @functools.wraps(original)
     def run_exp(args: Any = None, callbacks: Any = None) -> Any:
@@ -224,6 +235,7 @@ def _patched_run_exp(original: Any) -> Any:
             config, rest = split_args(read_args(args))
             if config is None:
                 return original(args, callbacks)
+            callbacks = [*(callbacks or []), *_eval_callbacks(config, rest)]
             if not config.active:
                 return original(rest, callbacks)
             if os.environ.get("USE_RAY", "0").lower() in ("true", "y", "1"):
@@ -232,7 +244,7 @@ def _patched_run_exp(original: Any) -> Any:
 
             default_seed = rest.get("seed", 42) if isinstance(rest, dict) else 42
             SESSION = start_session(config, int(default_seed))
-            return original(rest, [*(callbacks or []), InstrAugCallback(SESSION)])
+            return original(rest, [*callbacks, InstrAugCallback(SESSION)])
         except InstrAugError as exc:
             print(f"instraug: error: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(2) from None
