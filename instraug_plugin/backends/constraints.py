@@ -3,15 +3,18 @@
 A per-row state machine over token ids, applied as a transformers LogitsProcessor:
 
 * FREE: tokens holding `{` or `}` are banned, except a bare "open" token (`{` or ` {`) while some
-  sentinel is still owed; end-of-sequence is banned while any is owed; when the remaining budget
-  of new tokens only just fits the owed sentinels, the open token is forced.
+  sentinel is still owed; end-of-sequence is banned while any is owed and its probability moves
+  to the open token (a reply that wants to end places its placeholder instead of rambling on);
+  when the remaining budget of new tokens only just fits the owed sentinels, the open token is
+  forced.
 * OPEN: only the letter of an owed sentinel may follow.
 * LETTER: only `}` may follow.
 
 So every finished reply contains each owed sentinel exactly once, wherever the model chose to put
 it: placeholder safety by construction instead of generate-then-filter. Rows marked single-line
-cannot start a new line; once nothing is owed, the score of a newline goes to end-of-sequence,
-so the reply ends where the model would have started commentary.
+cannot start a new line: the probability of a newline goes to end-of-sequence (or, while a
+placeholder is owed, to the open token), so the reply ends where the model would have started
+commentary.
 
 The processor runs before temperature and top-p (transformers applies custom processors first), so
 banned tokens are never sampled and allowed ones keep their relative probabilities.
@@ -35,7 +38,8 @@ class SentinelVocabulary:
     def __init__(self, tokenizer: PreTrainedTokenizerBase):
         vocab_size = len(tokenizer)
         texts = tokenizer.batch_decode([[i] for i in range(vocab_size)])
-        self.open_ids = [i for i, t in enumerate(texts) if t in ("{", " {")]
+        # " {" first: the wish to end a reply that still owes a placeholder goes to this token.
+        self.open_ids = sorted((i for i, t in enumerate(texts) if t in ("{", " {")), key=lambda i: texts[i] != " {")
         self.brace_ids = torch.tensor([i for i, t in enumerate(texts) if "{" in t or "}" in t])
         self.newline_ids = torch.tensor([i for i, t in enumerate(texts) if "\n" in t])
         close = [i for i, t in enumerate(texts) if t == "}"]
@@ -49,9 +53,8 @@ class SentinelVocabulary:
                 raise ValueError(f"sentinel letter {letter!r} is not a single token")
             self.letter_ids[letter] = ids[0]
         self.letter_by_id = {v: k for k, v in self.letter_ids.items()}
-        self.end_ids = sorted(
-            {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
-        )
+        # eos first: generation stops on it; pad is banned with it so a row cannot end silently
+        self.end_ids = list(dict.fromkeys(i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None))
 
 
 class SentinelLogitsProcessor(LogitsProcessor):
@@ -94,17 +97,19 @@ class SentinelLogitsProcessor(LogitsProcessor):
             owed = self.owed[row]
             if state == _FREE:
                 open_scores = scores[row, self.vocab.open_ids].clone()
-                scores[row, self.vocab.brace_ids] = -math.inf
+                stop = torch.logsumexp(scores[row, self.vocab.end_ids], 0)  # the wish to end here
                 if self.single_line[row]:
-                    if not owed:
-                        end = scores[row, self.vocab.end_ids[0]]
-                        scores[row, self.vocab.end_ids[0]] = torch.maximum(end, scores[row, self.vocab.newline_ids].max())
+                    stop = torch.logaddexp(stop, torch.logsumexp(scores[row, self.vocab.newline_ids], 0))
                     scores[row, self.vocab.newline_ids] = -math.inf
-                if owed:
+                scores[row, self.vocab.brace_ids] = -math.inf
+                if owed:  # ending is not allowed yet: that wish places an owed placeholder instead
                     scores[row, self.vocab.end_ids] = -math.inf
+                    open_scores[0] = torch.logaddexp(open_scores[0], stop)
                     if budget <= TOKENS_PER_SENTINEL * len(owed):
                         scores[row] = -math.inf
                     scores[row, self.vocab.open_ids] = open_scores
+                else:
+                    scores[row, self.vocab.end_ids[0]] = stop
             else:
                 allowed = (
                     [self.vocab.letter_ids[letter] for letter in sorted(owed)]
