@@ -7,7 +7,9 @@ Arms (same seeds, meta-prompts, sampling parameters and filters):
   batched-mask the pipeline batched, in mask-then-filter mode (isolates the yield difference)
 
 Prints generations/s, kept paraphrases/s, placeholder yield (generations whose placeholders survive
-/ generations) and kept yield (kept / generations), and the batched/reference ratios.
+/ generations) and kept yield (kept / generations), and two ratios: batching alone (batched-mask vs
+reference, the same decoding) and the whole pipeline (batched vs reference, kept paraphrases/s).
+A short warm-up generation runs first so no arm pays one-time costs.
 
     python benchmarks/pregen_throughput.py --seeds 8 --batch-size 40
 """
@@ -86,23 +88,26 @@ def main() -> None:
     prompts = load_meta_prompts(args.direct_prompts, args.guided_prompts)
     backend = TransformersBackend(args.model, device=args.device, quantization_bits=args.quantization_bits)
     _ = backend.sentinel_vocabulary  # token tables built once, outside the timings
+    warmup = PregenConfig(batch_size=2, max_new_tokens=4)
+    run_pregen(seeds[:1], backend, prompts[:1], warmup, GenerationCache(Path(tempfile.mkdtemp()) / "warmup.jsonl"))
     rows = [
         run_arm("reference", seeds, backend, prompts, PregenConfig(placeholder_mode="mask", batch_size=2), 2),
         run_arm("batched", seeds, backend, prompts, PregenConfig(batch_size=args.batch_size), args.batch_size),
         run_arm("batched-mask", seeds, backend, prompts, PregenConfig(placeholder_mode="mask", batch_size=args.batch_size), args.batch_size),
     ]
-    ref, batched = rows[0], rows[1]
+    ref, batched, batched_mask = rows
     summary = {
         "model": backend.model_id, "device": str(backend.model.device), "seeds": len(seeds),
         "meta_prompts": len(prompts), "batch_size": args.batch_size, "arms": rows,
-        "ratio_generations_per_s": round(batched["generations_per_s"] / ref["generations_per_s"], 2),
-        "ratio_kept_per_s": round(batched["kept_per_s"] / max(ref["kept_per_s"], 1e-9), 2),
+        "batching_speedup_generations_per_s": round(batched_mask["generations_per_s"] / ref["generations_per_s"], 2),
+        "pipeline_speedup_kept_per_s": round(batched["kept_per_s"] / max(ref["kept_per_s"], 1e-9), 2),
     }
     print(f"{'arm':<13} {'sec':>7} {'gen':>5} {'kept':>5} {'gen/s':>7} {'kept/s':>7} {'ph-yield':>8} {'kept-yield':>10}")
     for r in rows:
         print(f"{r['arm']:<13} {r['seconds']:>7} {r['generated']:>5} {r['kept']:>5} {r['generations_per_s']:>7} "
               f"{r['kept_per_s']:>7} {r['placeholder_yield']:>8.0%} {r['kept_yield']:>10.0%}")
-    print(f"batched vs reference: {summary['ratio_generations_per_s']}x generations/s, {summary['ratio_kept_per_s']}x kept paraphrases/s")
+    print(f"batching alone (batched-mask vs reference): {summary['batching_speedup_generations_per_s']}x generations/s")
+    print(f"whole pipeline (batched vs reference): {summary['pipeline_speedup_kept_per_s']}x kept paraphrases/s")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

@@ -78,6 +78,8 @@ def pregen_command(
     from instraug_plugin.generation.prompts import load_meta_prompts
     from instraug_plugin.inputs import load_seeds
 
+    if limit is not None and limit < 1:
+        raise InstrAugError(f"--limit: expected a number >= 1, got {limit}")
     low_high = _floats(length_window, "--length-window")
     if len(low_high) != 2:
         raise InstrAugError(f"--length-window: expected low,high; got {length_window!r}")

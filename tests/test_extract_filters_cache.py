@@ -24,6 +24,12 @@ from instraug_plugin.core.filters import Candidate, FilterChain, FilterConfig
         ("Certainly!\n\n- Point out {A}.\nNote: I kept the token.", "Point out {A}."),
         ("The image shows a cat.\nWhere is {A} in the picture?", "Where is {A} in the picture?"),
         ("```\nName the object at {A}.\n```", "Name the object at {A}."),
+        ("Sure! Find {A} in the picture.", "Find {A} in the picture."),
+        ("The rephrased sentence is: Find {A}.", "Find {A}."),
+        # instruction words that are not preambles stay
+        ("Output the region that matches {A}!", "Output the region that matches {A}!"),
+        ("Answer the question about the image: what is {A}?", "Answer the question about the image: what is {A}?"),
+        ("Result of counting: how many {A} are there?", "Result of counting: how many {A} are there?"),
         ("Here is the rephrased sentence:", None),
         ("   ", None),
     ],

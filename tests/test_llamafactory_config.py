@@ -16,17 +16,19 @@ from instraug_plugin.integrations.llamafactory.startup import _is_llamafactory_p
 POOL = str(Path(__file__).resolve().parents[1] / "dataset_info" / "instraug_demo" / "pool")
 
 
-def test_full_config_parses() -> None:
+def test_full_config_parses(tmp_path: Path) -> None:
+    rewriter = tmp_path / "rewriter"
+    rewriter.mkdir()
     config = parse_config({
         "instraug_mode": "live", "instraug_pool": [POOL], "instraug_epsilon": 0, "instraug_seed": 3,
         "instraug_turns": "all", "instraug_task_column": "task", "instraug_placeholder_regex": r"\[\d+\]",
-        "instraug_live_model": "/models/rewriter", "instraug_live_quantization_bit": None, "instraug_live_batch_size": 4,
+        "instraug_live_model": str(rewriter), "instraug_live_quantization_bit": None, "instraug_live_batch_size": 4,
         "instraug_live_refresh_every": 2, "instraug_live_strategy": "multi_temperature",
         "instraug_live_max_new_tokens": 32, "instraug_live_keep_loaded": True, "instraug_log": False,
     })
     assert config.mode == "live" and config.pool == (POOL,) and config.epsilon == 0.0
     assert config.placeholder_regex == (r"\[\d+\]",) and config.live_quantization_bit is None
-    assert config.live_model == "/models/rewriter" and config.live_keep_loaded and config.live_refresh_every == 2
+    assert config.live_model == str(rewriter) and config.live_keep_loaded and config.live_refresh_every == 2
     assert parse_config({"instraug_pool": f"{POOL}, {POOL}"}).pool == (POOL, POOL)
 
 
@@ -54,6 +56,44 @@ def test_bad_values_name_the_key(key: str, value: object, message: str) -> None:
     with pytest.raises(InstrAugError, match=message) as info:
         parse_config(raw)
     assert "\n" not in str(info.value)
+
+
+def test_live_model_must_be_smollm2_or_an_existing_path(tmp_path: Path) -> None:
+    base = {"instraug_mode": "live", "instraug_pool": POOL, "instraug_live_quantization_bit": None}
+    with pytest.raises(InstrAugError, match="instraug_live_model: expected smollm2 or an existing local model path, "
+                                            "got '/nonexistent/rewriter'") as info:
+        parse_config({**base, "instraug_live_model": "/nonexistent/rewriter"})
+    assert "\n" not in str(info.value)
+    assert parse_config({**base, "instraug_live_model": "smollm2"}).live_model == "smollm2"
+    assert parse_config({**base, "instraug_live_model": str(tmp_path)}).live_model == str(tmp_path)
+    # Only live mode loads the rewriter: pool mode does not check the (unused) live keys.
+    assert parse_config({"instraug_pool": POOL, "instraug_live_model": "/nonexistent/rewriter"}).mode == "pool"
+
+
+def test_live_quantization_without_bitsandbytes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    base = {"instraug_mode": "live", "instraug_pool": POOL, "instraug_live_model": "smollm2"}
+    with pytest.raises(InstrAugError, match=r"^instraug_live_quantization_bit: 8-bit loading needs bitsandbytes") as info:
+        parse_config({**base, "instraug_live_quantization_bit": 8})
+    assert "\n" not in str(info.value)
+    with pytest.raises(InstrAugError, match="instraug_live_quantization_bit: 4-bit"):
+        parse_config(base)  # the default is 4-bit
+    assert parse_config({**base, "instraug_live_quantization_bit": None}).live_quantization_bit is None
+    assert parse_config({"instraug_pool": POOL, "instraug_live_quantization_bit": 8}).mode == "pool"
+
+
+def test_strategies_come_from_the_torch_free_pipeline() -> None:
+    from instraug_plugin.generation import pipeline
+    from instraug_plugin.integrations.llamafactory import config
+
+    assert config.STRATEGIES is pipeline.STRATEGIES
+    code = ("import sys, instraug_plugin.integrations.llamafactory.config; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
 
 
 def test_pool_mode_needs_a_pool() -> None:
@@ -104,3 +144,23 @@ def test_unsupported_settings_are_rejected(data: dict, training: dict, stage: st
 
     with pytest.raises(InstrAugError, match=message):
         _check_supported(SimpleNamespace(**data), SimpleNamespace(**training), stage)
+
+
+@pytest.mark.parametrize(("version", "val_size", "refused"), [
+    ("0.9.4", 0.1, True), ("0.9.3.dev0", 10, True), ("0.9.4", 0.0, False), ("0.9.5", 0.1, False),
+    ("0.10.0", 0.2, False),
+])
+def test_val_size_is_refused_before_llamafactory_0_9_5(monkeypatch: pytest.MonkeyPatch, version: str,
+                                                        val_size: float, refused: bool) -> None:
+    import llamafactory
+
+    from instraug_plugin.integrations.llamafactory.hook import _check_supported
+
+    monkeypatch.setattr(llamafactory, "__version__", version)
+    data, training = SimpleNamespace(val_size=val_size), SimpleNamespace()
+    if not refused:
+        _check_supported(data, training, "sft")
+        return
+    with pytest.raises(InstrAugError, match=rf"^val_size: incompatible with instraug_mode on LLaMA-Factory {version[:5]}") as info:
+        _check_supported(data, training, "sft")
+    assert "\n" not in str(info.value)

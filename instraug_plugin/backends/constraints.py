@@ -53,7 +53,8 @@ class SentinelVocabulary:
                 raise ValueError(f"sentinel letter {letter!r} is not a single token")
             self.letter_ids[letter] = ids[0]
         self.letter_by_id = {v: k for k, v in self.letter_ids.items()}
-        # eos first: generation stops on it; pad is banned with it so a row cannot end silently
+        # eos first: generation stops on it. The other special end tokens (pad, <|endoftext|>) would
+        # not stop generation, so they are always banned and their probability goes to eos.
         self.end_ids = list(dict.fromkeys(i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None))
 
 
@@ -109,6 +110,7 @@ class SentinelLogitsProcessor(LogitsProcessor):
                         scores[row] = -math.inf
                     scores[row, self.vocab.open_ids] = open_scores
                 else:
+                    scores[row, self.vocab.end_ids] = -math.inf
                     scores[row, self.vocab.end_ids[0]] = stop
             else:
                 allowed = (

@@ -57,11 +57,14 @@ def ensure_converted() -> Path:
     tokenizer.save_pretrained(tmp)
     model.save_pretrained(tmp)
     (tmp / _CONVERTED_MARKER).write_text(GGUF_NAME)
-    if target.exists():  # a stale partial copy, or another process finished first
+    if (target / _CONVERTED_MARKER).is_file():  # another process (rank) finished first: keep its copy
+        shutil.rmtree(tmp, ignore_errors=True)
+        return target
+    if target.exists():  # a partial copy without the marker
         shutil.rmtree(target, ignore_errors=True)
     try:
         tmp.rename(target)
-    except OSError:
+    except OSError:  # lost a race to a concurrent rename; that copy is complete
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 

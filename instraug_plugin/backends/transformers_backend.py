@@ -59,22 +59,25 @@ class TransformersBackend:
         self.model_id = model if model != "smollm2" else "SmolLM2-135M-Instruct"
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise InstrAugError(f"device {self.device}: CUDA is not available on this machine (use --device cpu)")
         quant = _quantization_config(quantization_bits)
         if quant is not None:
             self.model_id += f"@bnb{quantization_bits}"
         try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForCausalLM.from_pretrained(
                 path,
                 quantization_config=quant,
                 dtype=dtype or (torch.bfloat16 if self.device.startswith("cuda") else torch.float32),
                 device_map={"": self.device},
             )
-        except OSError as exc:
-            raise InstrAugError(f"cannot load rewriter model {path}: {exc}".splitlines()[0]) from None
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InstrAugError(f"cannot load rewriter model {path}: {reason}") from None
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.eval()
         self._sentinels: SentinelVocabulary | None = None
 
@@ -118,9 +121,16 @@ class TransformersBackend:
                 )
             )
         seed = hashlib.sha256("".join(r.cache_key(self.model_id) for r in batch).encode()).digest()
-        torch.manual_seed(int.from_bytes(seed[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF)
         sampling = first.temperature > 0
-        output = self.model.generate(
+        devices = [self.model.device] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # a co-located trainer's RNG stream stays untouched
+            torch.manual_seed(int.from_bytes(seed[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF)
+            output = self._sample(inputs, processors, first, sampling)
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def _sample(self, inputs, processors: LogitsProcessorList, first: GenerationRequest, sampling: bool) -> torch.Tensor:
+        return self.model.generate(
             **inputs,
             do_sample=sampling,
             temperature=first.temperature if sampling else None,
@@ -131,8 +141,6 @@ class TransformersBackend:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def close(self) -> None:
         del self.model

@@ -12,9 +12,9 @@ from itertools import pairwise
 
 _PREAMBLE_WORDS = (
     r"sure|certainly|of course|okay|ok|absolutely|great|here(?:'s| is| are)|below is|the (?:\w+ )?"
-    r"(?:rephrased|paraphrased|revised|rewritten|reworded|new|updated|simplified)|rephrased|paraphrased|"
-    r"revised|rewritten|reworded|simplified|output|answer|result|new (?:sentence|instruction|version)|"
-    r"sentence|instruction|paraphrase|rephrasing|response"
+    r"(?:rephrased|paraphrased|revised|rewritten|reworded|new|updated|simplified) (?:sentence|instruction|"
+    r"version|text|request)|(?:rephrased|paraphrased|revised|rewritten|reworded|simplified) (?:sentence|"
+    r"instruction|version|text|request)"
 )
 _PREAMBLE_LINE = re.compile(rf"^(?:{_PREAMBLE_WORDS})\b[^\n]*?(?::|\.\.\.|!)\s*$", re.IGNORECASE)
 _INLINE_LABEL = re.compile(
@@ -30,6 +30,7 @@ _COMMENTARY_LINE = re.compile(
     r"replaced|used|rephrased|hope)|in this (?:version|revised|rephras)|let me know|\(|changes?:)",
     re.IGNORECASE,
 )
+_INTERJECTION = re.compile(r"^(?:sure|certainly|of course|okay|ok|absolutely|great)\s*[!,.]\s+(?=\S)", re.IGNORECASE)
 _LIST_MARK = re.compile(r"^\s*(?:\d+[.)]|[-*•]|#+)\s+")
 _QUOTES = ("\"\"", "''", "“”", "‘’", "``", "**")
 _SENTINEL = re.compile(r"\{[A-Z]\}")
@@ -50,7 +51,7 @@ def _strip_quotes(text: str) -> str:
 
 
 def _clean_line(line: str) -> str:
-    line = _LIST_MARK.sub("", line.strip())
+    line = _INTERJECTION.sub("", _LIST_MARK.sub("", line.strip()))
     line = _INLINE_LABEL.sub("", line)
     line = _LEAD_IN.sub("", line) if _LEAD_IN.match(line) and not _LEAD_IN.sub("", line).startswith("{") else line
     return _strip_quotes(line)

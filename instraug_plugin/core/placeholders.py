@@ -118,10 +118,10 @@ class PlaceholderSpec:
             return False
 
     def mask(self, text: str, *, source: str = "instruction") -> MaskedText:
-        """Replace each distinct protected span by a sentinel `{A}`, `{B}`, ...
+        """Replace each protected span occurrence by its own sentinel `{A}`, `{B}`, ...
 
-        Repeated spans get one sentinel per occurrence so that restoring keeps the multiset even
-        when the rewrite reorders them.
+        A repeated span gets one sentinel per occurrence, so restoring keeps the multiset even
+        when the rewrite reorders them. More than 26 spans raise InstrAugError naming `source`.
         """
         parts: list[str] = []
         originals: list[str] = []

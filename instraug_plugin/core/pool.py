@@ -132,9 +132,12 @@ def read_manifest(path: Path) -> dict[str, Any]:
     if not manifest_path.is_file():
         return {}
     try:
-        return json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InstrAugError(f"{manifest_path}: not valid JSON ({exc.msg})") from None
+    if not isinstance(manifest, dict):
+        raise InstrAugError(f"{manifest_path}: expected a JSON object")
+    return manifest
 
 
 class Pool:
@@ -164,9 +167,6 @@ class Pool:
 
     def by_task(self, task: str) -> list[PoolRecord]:
         return self._by_task.get(task, [])
-
-    def seeds(self, task: str) -> list[PoolRecord]:
-        return [r for r in self.by_task(task) if r.is_seed]
 
     def variants(self, seed_text: str, task: str | None = None) -> list[str]:
         """Kept paraphrases of `seed_text` (matched after normalization); [] if none.

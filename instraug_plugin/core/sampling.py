@@ -14,14 +14,16 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
+from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.placeholders import DEFAULT_SPEC, MEDIA_TOKENS, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
 
 _MEMO_LIMIT = 100_000
 Decision = Literal["rewritten", "original", "no_entry"]
-_EDGE_RE = re.compile(r"^((?:\s*(?:<image>|<video>|<audio>))*\s*)(.*?)(\s*(?:(?:<image>|<video>|<audio>)\s*)*)$", re.DOTALL)
+_MEDIA = "|".join(re.escape(token) for token in MEDIA_TOKENS)
+_EDGE_RE = re.compile(rf"^((?:\s*(?:{_MEDIA}))*\s*)(.*?)(\s*(?:(?:{_MEDIA})\s*)*)$", re.DOTALL)
 
 
 def split_edge_media(text: str) -> tuple[str, str, str]:
@@ -53,7 +55,10 @@ class InstructionRewriter:
 
     Lookup tries the whole text first, then the text without leading/trailing media tokens (LLaVA
     data puts `<image>\\n` before the question; pools may store the bare question), re-attaching
-    the media tokens unchanged.
+    the media tokens unchanged. Failing both, it tries the longest leading part of the text (after
+    any leading media tokens) that ends just before a line break and has pool entries: LLaMA-Factory
+    joins an alpaca row's instruction and `input` as `instruction + "\\n" + input`, and only the
+    instruction is rewritten; the rest is kept verbatim. At most one lookup per line break.
     """
 
     pool: Pool
@@ -71,7 +76,16 @@ class InstructionRewriter:
             return "", "", variants
         prefix, core, suffix = split_edge_media(text)
         if prefix or suffix:
-            return prefix, suffix, self.pool.variants(core, task)
+            variants = self.pool.variants(core, task)
+            if variants:
+                return prefix, suffix, variants
+        start = len(prefix)
+        end = text.rfind("\n", start)
+        while end > start:
+            variants = self.pool.variants(text[start:end], task)
+            if variants:
+                return prefix, text[end:], variants
+            end = text.rfind("\n", start, end)
         return "", "", ()
 
     def rewrite(self, text: str, *, task: str | None, epoch: int, index: int, turn: int = 0) -> tuple[str, Decision]:
@@ -90,3 +104,40 @@ class InstructionRewriter:
                 self._safe.clear()
             safe = self._safe[key] = self.spec.same_placeholders(text, new)
         return (new, "rewritten") if safe else (text, "original")
+
+
+def rewrite_messages(
+    rewriter: InstructionRewriter,
+    messages: list[dict[str, Any]],
+    *,
+    task: str | None,
+    epoch: int,
+    index: int,
+    all_turns: bool,
+    role: str = "role",
+    content: str = "content",
+    user: str = "user",
+) -> tuple[list[dict[str, Any]], Decision]:
+    """Rewrite the first (or every) user turn of a message list; the decision is for the whole sample.
+
+    `turn` is the message's position in the list. Used by the training hook (LLaMA-Factory's aligned
+    `_prompt`: role/content/user) and by `build` (the dataset's own tags). Other messages and keys
+    are kept; a rewritten message is a new dict, the input is not modified.
+    """
+    out = list(messages)
+    decisions: list[Decision] = []
+    for turn, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get(role) != user:
+            continue
+        text = message.get(content)
+        if not isinstance(text, str):
+            raise InstrAugError(f"message {turn}: {content!r} is not a string")
+        new, decision = rewriter.rewrite(text, task=task, epoch=epoch, index=index, turn=turn)
+        decisions.append(decision)
+        if decision == "rewritten":
+            out[turn] = {**message, content: new}
+        if not all_turns:
+            break
+    if "rewritten" in decisions:
+        return out, "rewritten"
+    return out, "original" if "original" in decisions else "no_entry"

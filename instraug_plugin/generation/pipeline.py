@@ -154,9 +154,14 @@ def run_pregen(
     for seed in seeds:
         chain.add_seed(seed.seed_id, seed.text)
     parents: list[tuple[Seed, str]] = []
-    no_free_text = 0
+    no_free_text = too_many_placeholders = 0
     for seed in seeds:
-        if spec.mask(seed.text, source=seed.seed_id).has_free_text():
+        try:
+            masked = spec.mask(seed.text, source=seed.seed_id)
+        except InstrAugError:  # more placeholders than sentinel letters: kept as a seed, not rephrased
+            too_many_placeholders += 1
+            continue
+        if masked.has_free_text():
             parents.append((seed, seed.text))
         else:
             no_free_text += 1
@@ -198,6 +203,7 @@ def run_pregen(
         {
             "seeds": len(seeds),
             "seeds_without_free_text": no_free_text,
+            "seeds_with_too_many_placeholders": too_many_placeholders,
             "generated": generated,
             "cache_hits": hits,
             "kept": kept,

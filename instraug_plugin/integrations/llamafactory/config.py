@@ -8,6 +8,7 @@ arguments unchanged (the plugin stays inert).
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.generation.pipeline import STRATEGIES  # torch-free (checked by a test)
 
 if TYPE_CHECKING:
     from instraug_plugin.evaluation.callback import EvalCallbackSettings
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 PREFIX = "instraug_"
 MODES = ("off", "pool", "live")
 TURNS = ("first", "all")
-STRATEGIES = ("single", "multi_temperature", "iterative")
+LIVE_MODELS = ("smollm2",)  # built-in rewriter names; anything else must be a local model path
 
 
 @dataclass(frozen=True)
@@ -154,11 +156,27 @@ def parse_config(raw: dict[str, Any]) -> InstrAugConfig:
     for path in config.pool:
         if not Path(path).exists():
             raise InstrAugError(f"instraug_pool: {path} does not exist")
+    if config.mode == "live":
+        _check_live(config)
     if config.placeholder_regex:
         from instraug_plugin.core.placeholders import PlaceholderSpec
 
         PlaceholderSpec(extra_patterns=config.placeholder_regex)  # raises on a bad regex
     return config
+
+
+def _check_live(config: InstrAugConfig) -> None:
+    """Fail before training on a live rewriter that cannot load (unknown model, missing bitsandbytes)."""
+    if config.live_model not in LIVE_MODELS and not Path(config.live_model).exists():
+        raise InstrAugError(
+            f"instraug_live_model: expected {' | '.join(LIVE_MODELS)} or an existing local model path, "
+            f"got {config.live_model!r}"
+        )
+    if config.live_quantization_bit is not None and importlib.util.find_spec("bitsandbytes") is None:
+        raise InstrAugError(
+            f"instraug_live_quantization_bit: {config.live_quantization_bit}-bit loading needs bitsandbytes, which "
+            "is not installed (pip install 'instraug-plugin[quant]', or set instraug_live_quantization_bit: null)"
+        )
 
 
 def _split_list(args: list[str]) -> tuple[dict[str, Any], list[str]]:

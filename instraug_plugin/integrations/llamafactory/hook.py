@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
-from instraug_plugin.core.sampling import Decision, InstructionRewriter
+from instraug_plugin.core.sampling import InstructionRewriter, rewrite_messages
 from instraug_plugin.integrations.llamafactory.config import InstrAugConfig, split_args
 
 if TYPE_CHECKING:
@@ -63,27 +64,6 @@ def start_session(config: InstrAugConfig, default_seed: int) -> Session:
     pool = Pool.load(*map(Path, config.pool)) if config.pool else Pool([])
     seed = default_seed if config.seed is None else config.seed
     return Session(config, InstructionRewriter(pool, config.epsilon, seed, spec))
-
-
-def rewrite_messages(
-    rewriter: InstructionRewriter, messages: list[dict[str, str]], *, task: str | None, epoch: int, index: int,
-    all_turns: bool,
-) -> tuple[list[dict[str, str]], Decision]:
-    """Rewrite the first (or every) user turn; the decision is for the whole sample."""
-    out = list(messages)
-    decisions: list[Decision] = []
-    for turn, message in enumerate(messages):
-        if message.get("role") != "user":
-            continue
-        text, decision = rewriter.rewrite(message["content"], task=task, epoch=epoch, index=index, turn=turn)
-        decisions.append(decision)
-        if decision == "rewritten":
-            out[turn] = {**message, "content": text}
-        if not all_turns:
-            break
-    if "rewritten" in decisions:
-        return out, "rewritten"
-    return out, "original" if "original" in decisions else "no_entry"
 
 
 class LazyTransform:
@@ -168,6 +148,29 @@ def _check_supported(data_args: Any, training_args: Any, stage: str) -> None:
         raise InstrAugError(
             "dataloader_persistent_workers: incompatible with instraug_mode (workers must see each new epoch)"
         )
+    val_size = getattr(data_args, "val_size", 0) or 0
+    version = llamafactory_version()
+    if val_size > 0 and version is not None and version < SPLIT_BEFORE_PREPROCESS:
+        raise InstrAugError(
+            f"val_size: incompatible with instraug_mode on LLaMA-Factory {'.'.join(map(str, version))} (the eval "
+            "split would be carved from the rewritten training data); use eval_dataset, set val_size: 0, or "
+            "upgrade LLaMA-Factory to >= 0.9.5"
+        )
+
+
+SPLIT_BEFORE_PREPROCESS = (0, 9, 5)  # from this release on, val_size splits the raw rows before preprocessing
+
+
+def llamafactory_version() -> tuple[int, ...] | None:
+    """LLaMA-Factory's (major, minor, patch), or None when it cannot be read."""
+    try:
+        import llamafactory
+    except ImportError:
+        return None
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", str(getattr(llamafactory, "__version__", "")))
+    if match is None:
+        return None
+    return tuple(int(part or 0) for part in match.groups())
 
 
 def _patched_align(original: Any) -> Any:
