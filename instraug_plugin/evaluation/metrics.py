@@ -42,7 +42,9 @@ def prefix_match(prediction: str, references: Sequence[str], options: Sequence[s
 
 _LETTERS = string.ascii_uppercase
 _LEADING_LETTER_RE = re.compile(r"^\(?([A-Z])(?:\)|[.:,]|$)")
-_ANSWER_LETTER_RE = re.compile(r"\banswer(?: is)?\s*[:\-]?\s*\(?([A-Za-z])\b\)?", re.IGNORECASE)
+# After "answer (is)": an uppercase letter, or a lowercase one closed by ")" / "." / the end ("answer: b)"),
+# never the article in "the answer is a blue square".
+_ANSWER_LETTER_RE = re.compile(r"\b(?i:answer)(?: (?i:is))?\s*[:\-]?\s*\(?(?:([A-Z])\b|([a-z])(?=[).]|\s*$))")
 
 
 def choice_index(text: str, options: Sequence[str]) -> int | None:
@@ -58,8 +60,8 @@ def choice_index(text: str, options: Sequence[str]) -> int | None:
     elif match := _LEADING_LETTER_RE.match(stripped):
         letter = match.group(1)
     elif match := _ANSWER_LETTER_RE.search(stripped):
-        letter = match.group(1).upper()
-    if letter is not None:
+        letter = (match.group(1) or match.group(2)).upper()
+    if letter is not None and letter in _LETTERS:  # "é" is a letter, but no option's
         index = _LETTERS.index(letter)
         return index if index < len(options) else None
     words = f" {' '.join(_words(stripped))} "
