@@ -17,7 +17,7 @@ Presets (`--preset`, default `gpu` when CUDA is available, else `cpu`):
 - cpu: text scenes, the pretrained SmolLM2-135M-Instruct (template chatml) with its last 4 layers
   fine-tuned (`finetuning_type: freeze`: the backward pass stops there, cheaper than LoRA on every layer),
   48 training rows per task, 1 epoch (30 steps of 8), 6 test instances per task x 10 wordings;
-  about 30 minutes on 2 CPU cores once the template pool is cached (pregen adds 10-25 minutes).
+  16 minutes on 2 shared CPU cores with the template pool cached (its first pregen took 30 minutes).
 - gpu: text scenes, full fine-tuning of SmolLM2-135M-Instruct, 400 training rows per task, 3 epochs,
   40 test instances per task. `--scenes image --model LLAVA_DIR` trains a LLaVA-style model on the
   images instead (default: the ~6M-parameter tiny LLaVA of tests/tiny_llava.py, which learns nothing

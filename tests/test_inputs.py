@@ -165,18 +165,35 @@ def alpaca_info(tmp_path: Path, **entry: Any) -> Path:
     )
 
 
-def test_alpaca_defaults_join_prompt_and_query(tmp_path: Path) -> None:
+def test_alpaca_seed_is_the_instruction_without_the_input(tmp_path: Path) -> None:
+    """`input` is the row's data: the seed is the `instruction` column alone (a row with only an input has none)."""
     seed_set = load_seed_set(alpaca_info(tmp_path), dataset="mine")
     assert seed_set.format == "llamafactory"
     assert [s.text for s in seed_set.seeds] == [
         "<image>What is shown?",
-        "Summarize.\nLong text here.",
-        "Only an input.",
+        "Summarize.",
         "And now?",
     ]
     assert {s.task for s in seed_set.seeds} == {"default"}
     assert seed_set.duplicates == {"default": 1}
-    assert seed_set.skipped_rows == 1
+    assert seed_set.skipped_rows == 2
+
+
+def test_alpaca_rows_sharing_an_instruction_give_one_seed(tmp_path: Path) -> None:
+    rows = [{"instruction": "Translate to French.", "input": text, "output": "..."}
+            for text in ("Good morning.", "Thank you.", "Where is the station?")]
+    rows.append({"instruction": "Summarize the text.", "input": "A long text.", "output": "..."})
+    write_json(tmp_path / "rows.json", rows)
+    info = write_json(tmp_path / "dataset_info.json", {"d": {"file_name": "rows.json"}})
+    seed_set = load_seed_set(info, dataset="d")
+    assert [s.text for s in seed_set.seeds] == ["Translate to French.", "Summarize the text."]
+    assert seed_set.duplicates == {"default": 2}
+
+
+def test_alpaca_without_a_prompt_column_reads_the_query(tmp_path: Path) -> None:
+    """An entry mapping only `query`: the whole user turn is that column, so it is the instruction."""
+    seed_set = load_seed_set(alpaca_info(tmp_path, columns={"query": "input"}), dataset="mine")
+    assert [s.text for s in seed_set.seeds] == ["Long text here.", "Only an input."]
 
 
 def test_alpaca_task_column_history_and_directory_source(tmp_path: Path) -> None:
@@ -184,8 +201,7 @@ def test_alpaca_task_column_history_and_directory_source(tmp_path: Path) -> None
     seeds = load_seeds(tmp_path, dataset="mine", task_column="kind", all_turns=True)
     assert [(s.seed_id, s.text) for s in seeds] == [
         ("vqa/0", "<image>What is shown?"),
-        ("sum/0", "Summarize.\nLong text here."),
-        ("sum/1", "Only an input."),
+        ("sum/0", "Summarize."),
         ("chat/0", "First question?"),
         ("chat/1", "And now?"),
     ]
@@ -322,7 +338,10 @@ def test_sharegpt_bad_message_names_row_and_key(tmp_path: Path) -> None:
 
 
 def test_extraction_matches_llamafactory_converter(tmp_path: Path) -> None:
-    """Our seeds equal the first user turns of LLaMA-Factory's own converter output, deduplicated."""
+    """Our seeds equal the first user turns of LLaMA-Factory's own converter output, deduplicated.
+
+    For alpaca, the instruction part of that turn: LLaMA-Factory appends "\\n" + input to it.
+    """
     parser = pytest.importorskip("llamafactory.data.parser")
     converter = pytest.importorskip("llamafactory.data.converter")
     cases = [
@@ -336,7 +355,9 @@ def test_extraction_matches_llamafactory_converter(tmp_path: Path) -> None:
         expected: dict[str, str] = {}
         for row in rows:
             users = [m["content"] for m in convert(row)["_prompt"] if m["role"] == "user" and m["content"]]
-            if users:
+            if users and "instruction" in row:  # alpaca
+                users = [users[0].removesuffix("\n" + row["input"]) if row["instruction"] else ""]
+            if users and users[0]:
                 expected.setdefault(normalize(users[0]), users[0])
         assert [s.text for s in load_seeds(info, dataset=name)] == list(expected.values())
 

@@ -72,10 +72,23 @@ OPTIONS = ["red", "blue", "green", "dark blue"]
         ("red or green", None),  # two options named: no choice
         ("E", None),  # letter beyond the options
         ("purple", None),
+        ("é", None),  # a one-letter answer outside A-Z is no option letter (used to crash)
+        ("É.", None),
+        ("The answer is a blue square", 1),  # the article "a" is not option A; "blue" decides
+        ("the answer is b.", 1),  # a lowercase letter closed by "." is a letter
+        ("answer: (d)", 3),
+        ("the answer is d", 3),  # ... or by the end of the text
+        ("The answer is Blue", 1),  # a capitalized word is not the letter B
     ],
 )
 def test_choice_index(prediction: str, expected_index: int | None) -> None:
     assert choice_index(prediction, OPTIONS) == expected_index
+
+
+def test_multiple_choice_article_is_not_a_letter() -> None:
+    assert multiple_choice("The answer is a blue square", ["B"], OPTIONS) == 1.0
+    assert multiple_choice("The answer is a blue square", ["A"], OPTIONS) == 0.0
+    assert multiple_choice("é", ["A"], OPTIONS) == 0.0
 
 
 def test_multiple_choice_letter_or_text_reference() -> None:

@@ -4,8 +4,11 @@ Mirrors llamafactory 0.9.x (`data/parser.py::DatasetAttr`, `data/converter.py`):
 
 - `columns` / `tags` defaults apply only when the entry has no `columns` / `tags` object at all; an
   entry that has one takes every name from it (missing names become unset), as `DatasetAttr.join` does.
-- alpaca: the user instruction is `prompt` and `query` joined by "\\n", each only when non-empty
-  (`AlpacaDatasetConverter`); `all_turns` adds the user side of the `history` column before it.
+- alpaca: LLaMA-Factory's user turn is `prompt` and `query` joined by "\\n" (`AlpacaDatasetConverter`),
+  but only `prompt` is the instruction: `query` (the `input` column) is the row's data, so the seed
+  is the `prompt` text alone (the `query` text only for an entry whose `columns` leave `prompt`
+  unset). At rewrite time `InstructionRewriter` replaces that leading part and keeps the query.
+  `all_turns` adds the user side of the `history` column before it.
 - sharegpt (and openai, read the same way): user turns are messages whose role is `tags.user_tag`.
   Rows that LLaMA-Factory would skip (roles not alternating user/assistant, wrong message count)
   are skipped and counted.
@@ -158,15 +161,17 @@ def _require_column(rows: list[Row], column: str, key: str, where: str) -> None:
         )
 
 
+def instruction_column(columns: dict[str, Any]) -> str | None:
+    """The alpaca column holding the instruction: `prompt`, or `query` when `prompt` is unset."""
+    return columns["prompt"] or columns["query"]
+
+
 def _alpaca_turns(row: dict[str, Any], columns: dict[str, Any], where: str, all_turns: bool) -> list[str]:
-    parts = []
-    for key in ("prompt", "query"):
-        value = row.get(columns[key]) if columns[key] else None
-        if value:
-            if not isinstance(value, str):
-                raise InstrAugError(f"{where}: column {columns[key]!r} is not a string")
-            parts.append(value)
-    current = ["\n".join(parts)] if parts else []
+    column = instruction_column(columns)
+    value = row.get(column) if column else None
+    if value and not isinstance(value, str):
+        raise InstrAugError(f"{where}: column {column!r} is not a string")
+    current = [value] if value else []
     history = row.get(columns["history"]) if columns["history"] else None
     if not all_turns or not isinstance(history, list):
         return current
@@ -176,6 +181,45 @@ def _alpaca_turns(row: dict[str, Any], columns: dict[str, Any], where: str, all_
             raise InstrAugError(f"{where}: {columns['history']}[{i}] is not a [prompt, response] pair")
         earlier.append(turn[0])
     return earlier + current
+
+
+def entry_columns(entry: dict[str, Any], where: str) -> dict[str, Any]:
+    """The entry's `columns` with LLaMA-Factory's semantics (defaults only without a `columns` object)."""
+    return _mapping(entry, "columns", COLUMN_DEFAULTS, where)
+
+
+def entry_tags(entry: dict[str, Any], where: str) -> ConversationTags:
+    """The entry's message `tags` (LLaMA-Factory semantics); InstrAugError if a required tag is unset."""
+    tags = _mapping(entry, "tags", TAG_DEFAULTS, where)
+    for key in ("role_tag", "content_tag", "user_tag"):
+        if not tags[key]:
+            raise InstrAugError(f"{where}: tags.{key} is not set")
+    return ConversationTags(
+        role=tags["role_tag"],
+        content=tags["content_tag"],
+        user=tags["user_tag"],
+        assistant=tags["assistant_tag"],
+        observation=tags["observation_tag"],
+        function=tags["function_tag"],
+        system=tags["system_tag"],
+    )
+
+
+def dataset_entry(info: Any, name: str, where: str) -> dict[str, Any]:
+    """The named local-file entry of a parsed dataset_info.json, checked; InstrAugError otherwise."""
+    if not isinstance(info, dict):
+        raise InstrAugError(f"{where}: expected a JSON object of dataset entries")
+    if name not in info:
+        raise InstrAugError(f"{where}: unknown dataset {name!r} (known: {brief(sorted(info))})")
+    entry = info[name]
+    if not isinstance(entry, dict):
+        raise InstrAugError(f"{where}:{name}: entry must be an object, got {type(entry).__name__}")
+    if "file_name" not in entry:
+        raise InstrAugError(f"{where}:{name}: only local datasets with 'file_name' can be read")
+    formatting = entry.get("formatting", "alpaca")
+    if formatting not in FORMATTINGS:
+        raise InstrAugError(f"{where}:{name}: unsupported formatting {formatting!r} (supported: alpaca, sharegpt)")
+    return entry
 
 
 class LlamaFactoryReader(SeedReader):
@@ -198,28 +242,16 @@ class LlamaFactoryReader(SeedReader):
             raise InstrAugError(f"{path}: expected a JSON object of dataset entries")
         if options.dataset is None:
             raise InstrAugError(f"{path}: name the dataset to read (known: {brief(sorted(document))})")
-        if options.dataset not in document:
-            raise InstrAugError(
-                f"{path}: unknown dataset {options.dataset!r} (known: {brief(sorted(document))})"
-            )
         where = f"{path}:{options.dataset}"
-        entry = document[options.dataset]
-        if not isinstance(entry, dict):
-            raise InstrAugError(f"{where}: entry must be an object")
-        if "file_name" not in entry:
-            raise InstrAugError(f"{where}: only local datasets with 'file_name' can be read")
+        entry = dataset_entry(document, options.dataset, str(path))
         formatting = entry.get("formatting", "alpaca")
-        if formatting not in FORMATTINGS:
-            raise InstrAugError(
-                f"{where}: unsupported formatting {formatting!r} (supported: alpaca, sharegpt)"
-            )
-        columns = _mapping(entry, "columns", COLUMN_DEFAULTS, where)
+        columns = entry_columns(entry, where)
         rows = load_rows(path.parent / str(entry["file_name"]))
         raw = RawSeeds()
         if formatting == "alpaca":
             self._read_alpaca(rows, columns, options, where, raw)
         else:
-            tags = _mapping(entry, "tags", TAG_DEFAULTS, where)
+            tags = entry_tags(entry, where)
             self._read_conversations(rows, columns, tags, bool(entry.get("ranking")), options, where, raw)
         return raw
 
@@ -227,10 +259,10 @@ class LlamaFactoryReader(SeedReader):
     def _read_alpaca(
         rows: list[Row], columns: dict[str, Any], options: ReadOptions, where: str, raw: RawSeeds
     ) -> None:
-        if not columns["prompt"] and not columns["query"]:
+        column = instruction_column(columns)
+        if not column:
             raise InstrAugError(f"{where}: alpaca dataset needs columns.prompt or columns.query")
-        if columns["prompt"]:
-            _require_column(rows, columns["prompt"], "columns.prompt", where)
+        _require_column(rows, column, "columns.prompt" if columns["prompt"] else "columns.query", where)
         for row_where, row in rows:
             task = row_task(row, options.task_column, row_where)
             texts = _alpaca_turns(row, columns, row_where, options.all_turns)
@@ -240,28 +272,16 @@ class LlamaFactoryReader(SeedReader):
     def _read_conversations(
         rows: list[Row],
         columns: dict[str, Any],
-        tags: dict[str, Any],
+        conv_tags: ConversationTags,
         ranking: bool,
         options: ReadOptions,
         where: str,
         raw: RawSeeds,
     ) -> None:
-        for key in ("role_tag", "content_tag", "user_tag"):
-            if not tags[key]:
-                raise InstrAugError(f"{where}: tags.{key} is not set")
         column = columns["messages"]
         if not column:
             raise InstrAugError(f"{where}: columns.messages is not set")
         _require_column(rows, column, "columns.messages", where)
-        conv_tags = ConversationTags(
-            role=tags["role_tag"],
-            content=tags["content_tag"],
-            user=tags["user_tag"],
-            assistant=tags["assistant_tag"],
-            observation=tags["observation_tag"],
-            function=tags["function_tag"],
-            system=tags["system_tag"],
-        )
         for row_where, row in rows:
             task = row_task(row, options.task_column, row_where)
             texts = user_turns(row.get(column), conv_tags, where=row_where, column=column)
