@@ -143,12 +143,12 @@ def test_pregen_end_to_end_and_resume_after_kill(tmp_path: Path, offline_env: di
 def test_iterative_rounds_feed_on_filtered_outputs(tmp_path: Path, smollm2_backend) -> None:
     seeds = load_seeds(bundled_templates_file(), tasks=["GC"])[:2]
     config = PregenConfig(strategy="iterative", rounds=2, batch_size=16)
-    result = run_pregen(seeds, smollm2_backend, load_meta_prompts(2, 2), config, GenerationCache(tmp_path / "c.jsonl"))
+    result = run_pregen(seeds, smollm2_backend, load_meta_prompts(1, 1), config, GenerationCache(tmp_path / "c.jsonl"))
     pool = Pool(result.records)
     round1 = {r.text for r in pool.records if r.round == 1}
     round2 = [r for r in pool.records if r.round == 2]
     assert round1, "round 1 kept nothing"
-    assert result.counts["generated"] == 2 * 4 + 4 * len(round1)
+    assert result.counts["generated"] == 2 * 2 + 2 * len(round1)
     assert all(r.parent in round1 for r in round2)
     assert all(r.strategy == "iterative" for r in pool.records if not r.is_seed)
 
