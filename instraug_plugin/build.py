@@ -18,7 +18,16 @@ from typing import Any
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
-from instraug_plugin.core.sampling import Decision, InstructionRewriter
+from instraug_plugin.core.sampling import Decision, InstructionRewriter, rewrite_messages
+from instraug_plugin.inputs.llamafactory import (
+    DATASET_INFO,
+    dataset_entry,
+    entry_columns,
+    entry_tags,
+    load_rows,
+    row_task,
+    user_turns,
+)
 
 LLAVA_ENTRY = {"formatting": "sharegpt", "columns": {"messages": "conversations", "images": "image"}}
 
@@ -30,88 +39,107 @@ class Source:
     path: Path
     entry: dict[str, Any]
     root: Path
-
-
-def resolve_source(dataset: Path, name: str | None) -> Source:
-    """Find the data file and entry from `dataset_info.json` + name, or treat `dataset` as a LLaVA json."""
-    info_path = dataset / "dataset_info.json" if dataset.is_dir() else dataset
-    if info_path.name == "dataset_info.json":
-        if not info_path.is_file():
-            raise InstrAugError(f"dataset_info.json not found: {info_path}")
-        if name is None:
-            raise InstrAugError(f"{info_path}: --name is required to pick a dataset")
-        info = _read_json(info_path)
-        if not isinstance(info, dict) or name not in info:
-            raise InstrAugError(f"{info_path}: no dataset named {name!r}")
-        entry = info[name]
-        if "file_name" not in entry:
-            raise InstrAugError(f"{info_path}: dataset {name!r} has no file_name (hub datasets are not supported)")
-        return Source(info_path.parent / entry["file_name"], entry, info_path.parent)
-    if not dataset.is_file():
-        raise InstrAugError(f"dataset file not found: {dataset}")
-    return Source(dataset, {"file_name": dataset.name, **copy.deepcopy(LLAVA_ENTRY)}, dataset.parent)
+    where: str = ""  # "dataset_info.json:name" or the LLaVA json, for error messages
 
 
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InstrAugError(f"{path}: not a UTF-8 text file") from None
     except json.JSONDecodeError as exc:
         raise InstrAugError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a .json (list) or .jsonl file."""
-    if path.suffix == ".jsonl":
-        rows = []
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InstrAugError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-    else:
-        rows = _read_json(path)
-    if not isinstance(rows, list):
-        raise InstrAugError(f"{path}: expected a list of rows")
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise InstrAugError(f"{path}: row {i} is not a JSON object")
-    return rows
+def resolve_source(dataset: Path, name: str | None) -> Source:
+    """Find the data file and entry from `dataset_info.json` + name, or treat `dataset` as a LLaVA json."""
+    info_path = dataset / DATASET_INFO if dataset.is_dir() else dataset
+    if info_path.name == DATASET_INFO:
+        if not info_path.is_file():
+            raise InstrAugError(f"dataset_info.json not found: {info_path}")
+        if name is None:
+            raise InstrAugError(f"{info_path}: --name is required to pick a dataset")
+        entry = dataset_entry(_read_json(info_path), name, str(info_path))
+        return Source(info_path.parent / str(entry["file_name"]), entry, info_path.parent, f"{info_path}:{name}")
+    if not dataset.is_file():
+        raise InstrAugError(f"dataset file not found: {dataset}")
+    return Source(dataset, {"file_name": dataset.name, **copy.deepcopy(LLAVA_ENTRY)}, dataset.parent, str(dataset))
+
+
+def _string(row: dict[str, Any], column: str | None, where: str) -> str:
+    value = row.get(column) if column else None
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InstrAugError(f"{where}: column {column!r} is not a string")
+    return value
+
+
+def _rewrite_alpaca(row: dict[str, Any], columns: dict[str, Any], rewriter: InstructionRewriter, *,
+                    task: str | None, epoch: int, index: int, all_turns: bool, where: str) -> tuple[dict[str, Any], Decision]:
+    """Rewrite the instruction of an alpaca row, built into LLaMA-Factory's messages and mapped back.
+
+    The user turn is `prompt + "\\n" + query` as LLaMA-Factory joins it; the rewriter replaces only
+    the instruction part, so `query` stays as it is (unless the pool held the joined text itself,
+    then the rewritten turn goes to `prompt` and `query` is emptied: LLaMA-Factory sees the same turn).
+    """
+    prompt_col, query_col, history_col = columns["prompt"], columns["query"], columns["history"]
+    prompt, query = _string(row, prompt_col, where), _string(row, query_col, where)
+    history = row.get(history_col) if history_col else None
+    messages: list[dict[str, Any]] = []
+    if isinstance(history, list):
+        for i, pair in enumerate(history):
+            if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+                raise InstrAugError(f"{where}: {history_col}[{i}] is not a [prompt, response] pair")
+            messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    messages.append({"role": "user", "content": "\n".join(part for part in (prompt, query) if part)})
+    new, decision = rewrite_messages(rewriter, messages, task=task, epoch=epoch, index=index, all_turns=all_turns)
+    out = copy.deepcopy(row)
+    if isinstance(history, list):
+        out[history_col] = [[new[2 * i]["content"], pair[1]] for i, pair in enumerate(history)]
+    content = new[-1]["content"]
+    if content != messages[-1]["content"]:
+        if prompt and query:
+            head = content.removesuffix("\n" + query)
+            out[prompt_col] = head
+            if head == content:  # the joined text itself was rewritten
+                out[query_col] = ""
+        elif prompt:
+            out[prompt_col] = content
+        else:
+            out[query_col] = content
+    return out, decision
+
+
+def _rewrite_conversation(row: dict[str, Any], entry: dict[str, Any], columns: dict[str, Any],
+                          rewriter: InstructionRewriter, *, task: str | None, epoch: int, index: int,
+                          all_turns: bool, where: str) -> tuple[dict[str, Any], Decision]:
+    """Rewrite user turns of a sharegpt/openai row; turns are counted without a leading system message."""
+    tags = entry_tags(entry, where)
+    column = columns["messages"]
+    if not column:
+        raise InstrAugError(f"{where}: columns.messages is not set")
+    messages = row.get(column)
+    if not isinstance(messages, list):
+        raise InstrAugError(f"{where}: no list column {column!r}")
+    user_turns(messages, tags, where=where, column=column)  # one-line errors for malformed messages
+    start = 1 if tags.system and messages and messages[0][tags.role] == tags.system else 0
+    new, decision = rewrite_messages(rewriter, messages[start:], task=task, epoch=epoch, index=index,
+                                     all_turns=all_turns, role=tags.role, content=tags.content, user=tags.user)
+    out = copy.deepcopy(row)
+    out[column] = copy.deepcopy(messages[:start] + new)
+    return out, decision
 
 
 def _rewrite_row(row: dict[str, Any], entry: dict[str, Any], rewriter: InstructionRewriter, *, task: str | None,
-                 epoch: int, index: int, all_turns: bool, source: str) -> tuple[dict[str, Any], Decision]:
-    """A copy of `row` with its instruction(s) rewritten."""
-    columns = entry.get("columns", {})
-    out = copy.deepcopy(row)
+                 epoch: int, index: int, all_turns: bool, where: str) -> tuple[dict[str, Any], Decision]:
+    """A copy of `row` with its instruction(s) rewritten (the shared `rewrite_messages` decides)."""
+    columns = entry_columns(entry, where)
     if entry.get("formatting", "alpaca") == "alpaca":
-        column = columns.get("prompt", "instruction")
-        if not isinstance(row.get(column), str):
-            raise InstrAugError(f"{source}: row {index} has no string column {column!r}")
-        out[column], decision = rewriter.rewrite(row[column], task=task, epoch=epoch, index=index)
-        return out, decision
-    tags = entry.get("tags", {})
-    messages_key = columns.get("messages", "conversations")
-    role_tag, content_tag = tags.get("role_tag", "from"), tags.get("content_tag", "value")
-    user_tag = tags.get("user_tag", "human")
-    messages = out.get(messages_key)
-    if not isinstance(messages, list):
-        raise InstrAugError(f"{source}: row {index} has no list column {messages_key!r}")
-    decisions: list[Decision] = []
-    for turn, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get(role_tag) != user_tag:
-            continue
-        if not isinstance(message.get(content_tag), str):
-            raise InstrAugError(f"{source}: row {index} turn {turn} has no string {content_tag!r}")
-        message[content_tag], decision = rewriter.rewrite(
-            message[content_tag], task=task, epoch=epoch, index=index, turn=turn
-        )
-        decisions.append(decision)
-        if not all_turns:
-            break
-    if "rewritten" in decisions:
-        return out, "rewritten"
-    return out, "original" if "original" in decisions else "no_entry"
+        return _rewrite_alpaca(row, columns, rewriter, task=task, epoch=epoch, index=index, all_turns=all_turns,
+                               where=where)
+    return _rewrite_conversation(row, entry, columns, rewriter, task=task, epoch=epoch, index=index,
+                                 all_turns=all_turns, where=where)
 
 
 def _absolute_media(row: dict[str, Any], entry: dict[str, Any], media_dir: Path) -> None:
@@ -124,6 +152,17 @@ def _absolute_media(row: dict[str, Any], entry: dict[str, Any], media_dir: Path)
         elif isinstance(value, list):
             row[column] = [str((media_dir / v).resolve()) if isinstance(v, str) and (media_dir / v).exists() else v
                            for v in value]
+
+
+def _check_output(data_path: Path, source: Source) -> None:
+    """Refuse to write over the source data (or into a source directory, or over dataset_info.json)."""
+    target, data = data_path.resolve(), source.path.resolve()
+    if target == data or (source.path.is_dir() and target.is_relative_to(data)):
+        raise InstrAugError(
+            f"{data_path}: is the source data of {source.where}; choose another --output-name or --output-dir"
+        )
+    if data_path.name == DATASET_INFO:
+        raise InstrAugError(f"--output-name: {data_path.stem!r} would overwrite {DATASET_INFO}")
 
 
 def build_dataset(
@@ -141,32 +180,31 @@ def build_dataset(
     if copies < 1:
         raise InstrAugError(f"--copies: expected an integer >= 1, got {copies}")
     source = resolve_source(dataset, name)
-    rows = read_rows(source.path)
-    spec = PlaceholderSpec(extra_patterns=placeholder_regex) if placeholder_regex else DEFAULT_SPEC
-    rewriter = InstructionRewriter(Pool.load(*pools), epsilon, seed, spec)
     output_dir = output_dir or source.root
     output_name = output_name or f"{name or source.path.stem}_instraug"
+    data_path = output_dir / f"{output_name}.json"
+    _check_output(data_path, source)
+    rows = load_rows(source.path)
+    spec = PlaceholderSpec(extra_patterns=placeholder_regex) if placeholder_regex else DEFAULT_SPEC
+    rewriter = InstructionRewriter(Pool.load(*pools), epsilon, seed, spec)
     out_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter({"rewritten": 0, "original": 0, "no_entry": 0})
     moved = output_dir.resolve() != source.root.resolve()
-    for index, row in enumerate(rows):
-        task = None
-        if task_column is not None:
-            if task_column not in row:
-                raise InstrAugError(f"{source.path}: row {index} has no task column {task_column!r}")
-            task = str(row[task_column])
+    for index, (where, row) in enumerate(rows):
+        task = None if task_column is None else row_task(row, task_column, where)
         for k in range(copies):
             new, decision = _rewrite_row(row, source.entry, rewriter, task=task, epoch=k, index=index,
-                                         all_turns=all_turns, source=str(source.path))
+                                         all_turns=all_turns, where=where)
             if moved:
                 _absolute_media(new, source.entry, source.root)
             out_rows.append(new)
             counts[decision] += 1
     output_dir.mkdir(parents=True, exist_ok=True)
-    data_path = output_dir / f"{output_name}.json"
     data_path.write_text(json.dumps(out_rows, ensure_ascii=False, indent=1), encoding="utf-8")
-    info_path = output_dir / "dataset_info.json"
+    info_path = output_dir / DATASET_INFO
     info = _read_json(info_path) if info_path.is_file() else {}
+    if not isinstance(info, dict):
+        raise InstrAugError(f"{info_path}: expected a JSON object of dataset entries")
     info[output_name] = {**copy.deepcopy(source.entry), "file_name": data_path.name}
     info_path.write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
     return {"dataset": output_name, "file": str(data_path), "dataset_info": str(info_path),

@@ -142,7 +142,7 @@ def bootstrap_guides_command(
 @app.command("stats")
 def stats_command(
     pool: Annotated[Path, typer.Argument(help="Pool directory (pool.jsonl + manifest.json) or pool.jsonl.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Report directory (default: POOL/stats).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Report directory (default: POOL/stats).")] = None,
 ) -> None:
     """Write stats.md and PNG plots about an instruction pool, and print a summary."""
     from instraug_plugin.stats import print_summary, write_stats
@@ -167,15 +167,15 @@ def train_command(
 def build_command(
     dataset: Annotated[Path, typer.Argument(help="dataset_info.json (or its directory) with --name, or a LLaVA json.")],
     pool: Annotated[list[Path], typer.Option("--pool", help="Pool directory or pool.jsonl (repeatable).")],
-    name: Annotated[Optional[str], typer.Option("--name", help="Dataset name in dataset_info.json.")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option("--output-dir", help="Default: the source's directory.")] = None,
-    output_name: Annotated[Optional[str], typer.Option("--output-name", help="Default: NAME_instraug.")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Dataset name in dataset_info.json.")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", help="Default: the source's directory.")] = None,
+    output_name: Annotated[str | None, typer.Option("--output-name", help="Default: NAME_instraug.")] = None,
     epsilon: Annotated[float, typer.Option(help="Probability of keeping the original wording.")] = 0.5,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
     copies: Annotated[int, typer.Option(help="Augmented copies per instance (K).")] = 1,
     all_turns: Annotated[bool, typer.Option("--all-turns", help="Rewrite every user turn, not only the first.")] = False,
-    task_column: Annotated[Optional[str], typer.Option(help="Column naming each row's task.")] = None,
-    placeholder_regex: Annotated[Optional[list[str]], typer.Option(help="Extra protected-span regex.")] = None,
+    task_column: Annotated[str | None, typer.Option(help="Column naming each row's task.")] = None,
+    placeholder_regex: Annotated[list[str] | None, typer.Option(help="Extra protected-span regex.")] = None,
 ) -> None:
     """Write an augmented dataset (same instances, epsilon sampling, K copies) and its dataset_info entry."""
     from instraug_plugin.build import build_dataset
@@ -197,11 +197,11 @@ def eval_command(
     model: Annotated[str, typer.Argument(help="Model dir or hub id, LoRA adapter dir, or LLaMA-Factory output dir.")],
     eval_set: Annotated[Path, typer.Option("--eval-set", help="Evaluation set JSON (format instraug-eval/1).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path("runs/eval"),
-    template: Annotated[Optional[str], typer.Option(help="LLaMA-Factory template used in training, e.g. llava.")] = None,
-    base_model: Annotated[Optional[str], typer.Option(help="Base model of a LoRA adapter (default: from its config).")] = None,
+    template: Annotated[str | None, typer.Option(help="LLaMA-Factory template used in training, e.g. llava.")] = None,
+    base_model: Annotated[str | None, typer.Option(help="Base model of a LoRA adapter (default: from its config).")] = None,
     variants: Annotated[str, typer.Option(help="original | heldout | both")] = "heldout",
-    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task names (default: all).")] = None,
-    max_instances: Annotated[Optional[int], typer.Option(help="First N instances per task.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated task names (default: all).")] = None,
+    max_instances: Annotated[int | None, typer.Option(help="First N instances per task.")] = None,
     batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 8,
     max_new_tokens: Annotated[int, typer.Option(help="Generated tokens per answer.")] = 16,
 ) -> None:

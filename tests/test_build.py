@@ -80,10 +80,10 @@ def test_build_cli_from_llava_json(data_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"name": "nope"}, "no dataset named 'nope'"),
+    ({"name": "nope"}, r"unknown dataset 'nope' \(known: "),
     ({"name": None}, "--name is required"),
     ({"name": "instraug_demo", "epsilon": 1.5}, "--epsilon"),
-    ({"name": "instraug_demo", "task_column": "missing"}, "row 0 has no task column 'missing'"),
+    ({"name": "instraug_demo", "task_column": "missing"}, r"demo\.json:row 0: no value in task column 'missing'"),
 ])
 def test_build_errors_name_the_problem(data_dir: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(InstrAugError, match=message):
@@ -93,5 +93,112 @@ def test_build_errors_name_the_problem(data_dir: Path, kwargs: dict, message: st
 def test_build_bad_row_is_named(data_dir: Path) -> None:
     bad = data_dir / "bad.json"
     bad.write_text(json.dumps([{"conversations": []}, {"conversations": "oops"}]))
-    with pytest.raises(InstrAugError, match="row 1 has no list column 'conversations'"):
+    with pytest.raises(InstrAugError, match=r"bad\.json:row 1: no list column 'conversations'"):
         build_dataset(dataset=bad, name=None, pools=[data_dir / "instraug_demo" / "pool"])
+
+
+# ---------------------------------------------------------------- alpaca rows with `input`
+
+ALPACA = [
+    {"instruction": "Translate to French.", "input": "Good morning.", "output": "Bonjour.", "history": []},
+    {"instruction": "Translate to French.", "input": "Thank you.", "output": "Merci."},
+    {"instruction": "Name a color.", "input": "", "output": "Red.",
+     "history": [["Translate to French.", "Traduire en français."]]},
+]
+PARAPHRASES = {"Translate to French.": ["Render this in French.", "Give the French version."],
+               "Name a color.": ["Say one color."]}
+
+
+def _alpaca_dir(tmp_path: Path) -> Path:
+    """An alpaca dataset and a pool made from the seeds our reader extracts (as pregen would)."""
+    from instraug_plugin.core.pool import Pool, PoolRecord, write_pool
+    from instraug_plugin.inputs import load_seeds
+
+    data = tmp_path / "alpaca"
+    data.mkdir()
+    (data / "rows.json").write_text(json.dumps(ALPACA))
+    (data / "dataset_info.json").write_text(json.dumps({"al": {"file_name": "rows.json",
+                                                                "columns": {"prompt": "instruction", "query": "input",
+                                                                            "response": "output",
+                                                                            "history": "history"}}}))
+    seeds = load_seeds(data / "dataset_info.json", dataset="al")
+    assert [s.text for s in seeds] == ["Translate to French.", "Name a color."]  # one seed per instruction
+    records = [PoolRecord(s.task, s.seed_id, s.text, s.text) for s in seeds]
+    records += [PoolRecord(s.task, s.seed_id, s.text, p, strategy="single") for s in seeds for p in PARAPHRASES[s.text]]
+    write_pool(data / "pool", records, {})
+    assert len(Pool.load(data / "pool")) == 5
+    return data
+
+
+def test_build_alpaca_rewrites_the_instruction_and_keeps_input_and_answer(tmp_path: Path) -> None:
+    data = _alpaca_dir(tmp_path)
+    summary = build_dataset(dataset=data, name="al", pools=[data / "pool"], epsilon=0.0, seed=2, copies=2)
+    assert summary["rewritten"] == 6 and summary["no_entry"] == 0
+    built = json.loads(Path(summary["file"]).read_text())
+    for i, row in enumerate(built):
+        source = ALPACA[i // 2]
+        assert (row["input"], row["output"]) == (source["input"], source["output"])
+        if source.get("history"):  # the first user turn is history[0]'s prompt: only it changes
+            assert row["instruction"] == source["instruction"]
+            assert row["history"][0][0] in PARAPHRASES["Translate to French."]
+            assert row["history"][0][1] == source["history"][0][1]
+        else:
+            assert row["instruction"] in PARAPHRASES[source["instruction"]]
+            assert row.get("history") == source.get("history")
+    info = json.loads((data / "dataset_info.json").read_text())
+    assert info["al_instraug"]["columns"] == info["al"]["columns"]
+
+
+def test_build_alpaca_all_turns_rewrites_history_prompts(tmp_path: Path) -> None:
+    data = _alpaca_dir(tmp_path)
+    summary = build_dataset(dataset=data, name="al", pools=[data / "pool"], epsilon=0.0, seed=2, all_turns=True)
+    row = json.loads(Path(summary["file"]).read_text())[2]
+    assert row["history"][0][0] in PARAPHRASES["Translate to French."]
+    assert row["history"][0][1] == "Traduire en français."
+    assert row["instruction"] in PARAPHRASES["Name a color."] and row["output"] == "Red."
+
+
+def test_build_alpaca_same_turn_as_the_training_hook(tmp_path: Path) -> None:
+    """build and the hook share `rewrite_messages`: LLaMA-Factory's joined turn gets the same wording."""
+    from instraug_plugin.core.pool import Pool
+    from instraug_plugin.core.sampling import InstructionRewriter, rewrite_messages
+
+    data = _alpaca_dir(tmp_path)
+    built = json.loads(Path(build_dataset(dataset=data, name="al", pools=[data / "pool"], epsilon=0.0,
+                                          seed=9)["file"]).read_text())
+    rewriter = InstructionRewriter(Pool.load(data / "pool"), 0.0, 9)
+    for index, (row, new) in enumerate(zip(ALPACA, built)):
+        turn = {"role": "user", "content": "\n".join(p for p in (row["instruction"], row["input"]) if p)}
+        messages = [m for q, a in row.get("history", []) for m in ({"role": "user", "content": q},
+                                                                  {"role": "assistant", "content": a})] + [turn]
+        hooked, _ = rewrite_messages(rewriter, messages, task=None, epoch=0, index=index, all_turns=False)
+        if not row.get("history"):
+            assert hooked[-1]["content"] == "\n".join(p for p in (new["instruction"], new["input"]) if p)
+
+
+@pytest.mark.parametrize(("info", "message"), [
+    ({"al": {"file_name": "missing.json"}}, r"^dataset file not found: .*missing\.json$"),
+    ({"al": ["rows.json"]}, r"dataset_info\.json:al: entry must be an object, got list$"),
+    ({"al": {"file_name": "rows.json", "columns": "instruction"}}, r"'columns' must be an object$"),
+    ({"al": {"file_name": "rows.json", "formatting": "parquet"}}, r"unsupported formatting 'parquet'"),
+])
+def test_build_bad_dataset_info_is_one_line(tmp_path: Path, info: dict, message: str) -> None:
+    (tmp_path / "rows.json").write_text(json.dumps(ALPACA))
+    (tmp_path / "dataset_info.json").write_text(json.dumps(info))
+    with pytest.raises(InstrAugError, match=message) as exc:
+        build_dataset(dataset=tmp_path, name="al", pools=[REPO / "dataset_info" / "instraug_demo" / "pool"])
+    assert "\n" not in str(exc.value)
+
+
+def test_build_refuses_to_overwrite_its_source(data_dir: Path) -> None:
+    llava = data_dir / "instraug_demo" / "demo_llava.json"
+    before = llava.read_text()
+    pool = data_dir / "instraug_demo" / "pool"
+    with pytest.raises(InstrAugError, match=r"demo_llava\.json: is the source data of"):
+        build_dataset(dataset=llava, name=None, pools=[pool], output_name="demo_llava")
+    with pytest.raises(InstrAugError, match=r"is the source data of .*dataset_info\.json:instraug_demo"):
+        build_dataset(dataset=data_dir, name="instraug_demo", pools=[pool], output_dir=data_dir / "instraug_demo",
+                      output_name="demo")
+    with pytest.raises(InstrAugError, match=r"would overwrite dataset_info\.json"):
+        build_dataset(dataset=data_dir, name="instraug_demo", pools=[pool], output_name="dataset_info")
+    assert llava.read_text() == before

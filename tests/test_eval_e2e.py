@@ -131,13 +131,35 @@ def test_eval_cli_end_to_end(tmp_path: Path, bench: Path, tiny_llava: Path, offl
         assert task["min"] <= task["mean"] <= task["max"]
     predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == 2 * 10 * len(TASKS)
-    data = load_eval_set(bench / "eval.json", variants="both")
-    by_id = {i.id: i for i in data.instances}
-    for p in predictions:  # every stored score is the task metric applied to the stored prediction
-        inst = by_id[p["instance_id"]]
-        assert p["score"] == get_metric(data.tasks[inst.task].metric)(p["prediction"], inst.answers, inst.options)
+    assert all(0.0 <= p["score"] <= 1.0 and isinstance(p["prediction"], str) for p in predictions)
+    for task in report["tasks"]:  # the report's mean is the mean of the stored per-prediction scores
+        scores = [p["score"] for p in predictions if p["instance_id"].startswith(task["task"] + "/")]
+        assert task["mean"] == pytest.approx(sum(scores) / len(scores))
     assert "| **overall** |" in (out / "report.md").read_text() and "Sensitivity" in proc.stdout
     assert (out / "report.png").stat().st_size > 1000
+
+
+def test_scoring_of_hand_known_predictions(bench: Path) -> None:
+    """Scores worked out by hand for instance 0 of each task (answers drawn from seed 7), through `score_items`."""
+    from instraug_plugin.evaluation.runner import score_items
+
+    data = load_eval_set(bench / "eval.json", variants="original")
+    first = {item.instance.task: item for item in reversed(data.items()) if item.instance.id.endswith("/0")}
+    assert {t: first[t].instance.answers for t in first} == {
+        "shape_count": ("4", "four"), "shape_color": ("purple", "violet"), "shape_position": ("triangle",),
+        "text_read": ("box key map",), "color_choice": ("C",),
+    }
+    assert first["color_choice"].instance.options == ("black", "blue", "purple", "red")
+    cases = [
+        ("shape_count", "Four.", 1.0), ("shape_count", "4 shapes", 0.0), ("shape_count", "5", 0.0),
+        ("shape_color", "Purple", 1.0), ("shape_color", "red", 0.0),
+        ("shape_position", "triangle, at the top", 1.0), ("shape_position", "a triangle", 0.0),
+        ("text_read", "box key map", 1.0), ("text_read", "box key", 0.8),  # LCS 2: P 1, R 2/3, F1 0.8
+        ("text_read", "map key box", 1 / 3),  # LCS 1: P = R = 1/3
+        ("color_choice", "(C)", 1.0), ("color_choice", "purple", 1.0), ("color_choice", "The answer is a blue one", 0.0),
+    ]
+    scored = score_items([first[t] for t, _, _ in cases], [p for _, p, _ in cases], data)
+    assert [s.score for s in scored] == pytest.approx([expected for _, _, expected in cases])
 
 
 @pytest.mark.slow
@@ -194,3 +216,33 @@ def test_callback_logs_during_llamafactory_training(tmp_path: Path, bench: Path,
     assert all(f"instraug_eval/{t}/mean" in evals[0] for t in TASKS)
     assert (out / "instraug_eval" / "epoch-2" / "report.json").is_file()
     assert "instraug_eval epoch 2: mean" in proc.stdout
+
+
+def test_bad_adapter_config_is_one_line(tmp_path: Path) -> None:
+    from instraug_plugin.evaluation.runner import resolve_model
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"base_model_name_or_path": ')
+    with pytest.raises(InstrAugError, match=r"adapter_config\.json: not valid JSON \(Expecting value") as info:
+        resolve_model(str(adapter), template="llava")
+    assert "\n" not in str(info.value)
+    (adapter / "adapter_config.json").write_text("[1, 2]")
+    with pytest.raises(InstrAugError, match=r"adapter_config\.json: expected a JSON object, got list"):
+        resolve_model(str(adapter), template="llava")
+
+
+@pytest.mark.parametrize("error", [KeyError("model_type"), RuntimeError("size mismatch\nfor 2 tensors"),
+                                   ImportError("no module named flash_attn")])
+def test_any_model_load_error_is_one_line(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    import llamafactory.hparams
+
+    from instraug_plugin.evaluation.runner import Generator, ResolvedModel
+
+    def fail(args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(llamafactory.hparams, "get_infer_args", fail)
+    with pytest.raises(InstrAugError, match=rf"^cannot load model /models/base: {type(error).__name__}") as info:
+        Generator.load(ResolvedModel("/models/base", None, "llava"))
+    assert "\n" not in str(info.value)

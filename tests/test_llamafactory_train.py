@@ -58,7 +58,33 @@ def pool_run(tmp_path_factory: pytest.TempPathFactory, tiny_llava: Path, data_di
     return out
 
 
-def test_wording_changes_between_epochs_and_nothing_else_does(pool_run: Path) -> None:
+BASELINE_LABELS = r"""
+import hashlib, json, sys, yaml
+from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+from llamafactory.hparams import get_train_args
+from llamafactory.model import load_tokenizer
+
+config = {k: v for k, v in yaml.safe_load(open(sys.argv[1])).items() if not k.startswith("instraug_")}
+config["output_dir"] = sys.argv[2]
+model_args, data_args, training_args, _, _ = get_train_args(config)
+tokenizer_module = load_tokenizer(model_args)
+template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+module = get_dataset(template, model_args, data_args, training_args, "sft", **tokenizer_module)
+for labels in module["train_dataset"]["labels"]:
+    print("LABEL_SHA", hashlib.sha1(json.dumps([t for t in labels if t != -100]).encode()).hexdigest()[:16])
+"""
+
+
+def baseline_label_shas(run: Path, env: dict[str, str], tmp: Path) -> list[str]:
+    """Label hashes of the same rows tokenized by plain LLaMA-Factory (no instraug keys, no plugin)."""
+    proc = subprocess.run([sys.executable, "-c", BASELINE_LABELS, str(run.parent / f"{run.name}.yaml"), str(tmp)],
+                          check=False, capture_output=True, text=True, env=env, cwd=run.parent, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("LABEL_SHA ")]
+
+
+def test_wording_changes_between_epochs_and_nothing_else_does(pool_run: Path, offline_env: dict[str, str],
+                                                              tmp_path: Path) -> None:
     rows = samples(pool_run)
     by_index: dict[int, dict[int, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
@@ -69,8 +95,10 @@ def test_wording_changes_between_epochs_and_nothing_else_does(pool_run: Path) ->
     for row in rows:
         assert row["image_tokens"] == 16 * row["images"] > 0  # every <image> survived, expanded by mm_plugin
         assert sum(t.count("<image>") for t in row["user_turns"]) == row["images"]
-    for epochs in by_index.values():
-        assert epochs[0]["label_sha"] == epochs[1]["label_sha"]  # answers/labels never change
+    baseline = baseline_label_shas(pool_run, offline_env, tmp_path / "baseline")
+    assert len(baseline) == len(by_index) == 9
+    for index, epochs in by_index.items():  # answers/labels are exactly those of un-augmented training
+        assert epochs[0]["label_sha"] == epochs[1]["label_sha"] == baseline[index], index
     assert any(r["decision"] == "rewritten" for r in rows) and any(r["decision"] == "no_entry" for r in rows)
 
 

@@ -139,7 +139,7 @@ def test_rouge_l_hand_computed() -> None:
 def test_registry() -> None:
     assert set(METRICS) == {"exact_match", "prefix_match", "multiple_choice", "vqa_accuracy", "rouge_l"}
     assert get_metric("rouge_l") is rouge_l
-    with pytest.raises(InstrAugError, match="unknown metric 'bleu'.*exact_match"):
+    with pytest.raises(InstrAugError, match=r"unknown metric 'bleu'.*exact_match"):
         get_metric("bleu")
 
 

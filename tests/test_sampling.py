@@ -81,3 +81,81 @@ def test_extra_placeholder_regex_is_protected() -> None:
     assert rewriter.rewrite(seed, task=None, epoch=0, index=0) == (seed, "original")
     rewriter = InstructionRewriter(_pool("Describe the region [3, 4].", seed=seed), epsilon=0.0, seed=0, spec=spec)
     assert rewriter.rewrite(seed, task=None, epoch=0, index=0) == ("Describe the region [3, 4].", "rewritten")
+
+
+# ------------------------------------------------- alpaca: instruction + "\n" + input (LLaMA-Factory's join)
+
+TRANSLATE = "Translate to French."
+TRANSLATIONS = ("Render this in French.", "Give the French version.")
+
+
+def test_alpaca_turn_rewrites_only_the_instruction_and_keeps_the_input() -> None:
+    rewriter = InstructionRewriter(_pool(*TRANSLATIONS, seed=TRANSLATE, task="t"), epsilon=0.0, seed=1)
+    for index, query in enumerate(("Good morning.", "Line one.\nLine two.", "<image> What is it?")):
+        new, decision = rewriter.rewrite(f"{TRANSLATE}\n{query}", task="t", epoch=0, index=index)
+        assert decision == "rewritten"
+        assert new in {f"{t}\n{query}" for t in TRANSLATIONS}
+    # Without a pool entry for any leading part, nothing changes.
+    assert rewriter.rewrite("Unknown.\nGood morning.", task="t", epoch=0, index=0) == ("Unknown.\nGood morning.",
+                                                                                      "no_entry")
+
+
+def test_alpaca_lookup_prefers_the_whole_text_then_the_longest_leading_part() -> None:
+    two_lines = "Read the text.\nThen summarize it."
+    pool = Pool([PoolRecord("t", "t/0", two_lines, "Summarize the text after reading it.", strategy="single"),
+                 PoolRecord("t", "t/1", "Read the text.", "Go through the text.", strategy="single"),
+                 PoolRecord("t", "t/2", f"{two_lines}\nA text.", "The whole turn, rephrased.", strategy="single")])
+    rewriter = InstructionRewriter(pool, epsilon=0.0, seed=1)
+    assert rewriter.rewrite(f"{two_lines}\nA text.", task="t", epoch=0, index=0)[0] == "The whole turn, rephrased."
+    assert rewriter.rewrite(f"{two_lines}\nB text.\nmore", task="t", epoch=0, index=0)[0] == \
+        "Summarize the text after reading it.\nB text.\nmore"
+    assert rewriter.rewrite("Read the text.\nThen stop.", task="t", epoch=0, index=0)[0] == \
+        "Go through the text.\nThen stop."
+    # Leading media tokens are kept and skipped for the lookup.
+    assert rewriter.rewrite("<image>\nRead the text.\nB", task="t", epoch=0, index=0)[0] == \
+        "<image>\nGo through the text.\nB"
+
+
+def test_alpaca_row_through_llamafactory_converter_and_shared_rewrite_messages(tmp_path) -> None:
+    """A real LLaMA-Factory alpaca conversion, rewritten as the training hook does: input and answer kept."""
+    parser = pytest.importorskip("llamafactory.data.parser")
+    converter = pytest.importorskip("llamafactory.data.converter")
+    import json
+
+    from instraug_plugin.core.sampling import rewrite_messages
+
+    rows = [{"instruction": TRANSLATE, "input": "Good morning.", "output": "Bonjour."}]
+    (tmp_path / "rows.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "rows.json"}}))
+    attr = parser.get_dataset_list(["d"], str(tmp_path))[0]
+    converted = converter.get_dataset_converter(attr.formatting, attr, None)(rows[0])
+    assert converted["_prompt"] == [{"role": "user", "content": f"{TRANSLATE}\nGood morning."}]
+    rewriter = InstructionRewriter(_pool(*TRANSLATIONS, seed=TRANSLATE), epsilon=0.0, seed=3)
+    new, decision = rewrite_messages(rewriter, converted["_prompt"], task=None, epoch=0, index=0, all_turns=False)
+    assert decision == "rewritten"
+    assert new[0]["content"] in {f"{t}\nGood morning." for t in TRANSLATIONS}
+    assert converted["_response"] == [{"role": "assistant", "content": "Bonjour."}]
+
+
+def test_rewrite_messages_with_dataset_tags_leaves_its_input_alone() -> None:
+    from instraug_plugin.core.sampling import rewrite_messages
+
+    rewriter = InstructionRewriter(_pool("Which color is it?"), epsilon=0.0, seed=1)
+    messages = [{"from": "human", "value": f"<image>\n{SEED}"}, {"from": "gpt", "value": "red"},
+                {"from": "human", "value": SEED}]
+    new, decision = rewrite_messages(rewriter, messages, task="colors", epoch=0, index=0, all_turns=True,
+                                     role="from", content="value", user="human")
+    assert decision == "rewritten"
+    assert [m["value"] for m in new] == ["<image>\nWhich color is it?", "red", "Which color is it?"]
+    assert messages[0]["value"] == f"<image>\n{SEED}"  # the input list is not modified
+    first, _ = rewrite_messages(rewriter, messages, task="colors", epoch=0, index=0, all_turns=False,
+                                role="from", content="value", user="human")
+    assert first[2]["value"] == SEED
+
+
+def test_edge_media_tokens_come_from_placeholders() -> None:
+    from instraug_plugin.core import placeholders, sampling
+
+    assert all(token in sampling._EDGE_RE.pattern for token in placeholders.MEDIA_TOKENS)
+    assert sampling.split_edge_media("<video>\n<image> Describe. <audio>") == ("<video>\n<image> ", "Describe.",
+                                                                                " <audio>")

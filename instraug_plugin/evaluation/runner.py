@@ -67,6 +67,22 @@ def _check_model_location(location: str, what: str) -> None:
         raise InstrAugError(f"{what} does not exist: {location}")
 
 
+def _read_adapter_config(path: Path) -> dict[str, Any]:
+    """The adapter's config as a JSON object; InstrAugError (one line) otherwise."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InstrAugError(f"{path}: not a UTF-8 text file") from None
+    except json.JSONDecodeError as exc:
+        raise InstrAugError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(config, dict):
+        raise InstrAugError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    base = config.get("base_model_name_or_path")
+    if base is not None and not isinstance(base, str):
+        raise InstrAugError(f"{path}: base_model_name_or_path is not a string")
+    return config
+
+
 def resolve_model(model: str, *, template: str | None = None, base_model: str | None = None) -> ResolvedModel:
     """Interpret `model` as a full model (local dir or hub id), a LoRA adapter, or a LLaMA-Factory output dir.
 
@@ -79,7 +95,7 @@ def resolve_model(model: str, *, template: str | None = None, base_model: str | 
     base = model
     if (path / ADAPTER_CONFIG).is_file():
         adapter = str(path)
-        config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+        config = _read_adapter_config(path / ADAPTER_CONFIG)
         base = base_model or config.get("base_model_name_or_path") or ""
         if not base:
             raise InstrAugError(f"adapter {model} names no base model; pass --base-model")
@@ -129,8 +145,11 @@ class Generator:
             tokenizer = tokenizer_module["tokenizer"]
             template = get_template_and_fix_tokenizer(tokenizer, data_args)
             model = load_model(tokenizer, model_args, finetuning_args, is_trainable=False)
-        except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        except InstrAugError:
+            raise
+        except Exception as exc:  # any loader failure (KeyError, RuntimeError, ImportError...) is one line
+            text = str(exc).strip()
+            first = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
             raise InstrAugError(f"cannot load model {resolved.adapter or resolved.base}: {first}") from None
         return cls(model, tokenizer, tokenizer_module["processor"], template, settings)
 
