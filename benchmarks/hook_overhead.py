@@ -67,11 +67,11 @@ def per_sample_costs(model: Path, tmp: Path, n: int) -> dict[str, float]:
             "hook_vs_tokenize_percent": round(100 * hook / tokenize, 3)}
 
 
-def train_step_time(model: Path, tmp: Path, steps: int, pool: bool) -> dict[str, float]:
+def train_step_time(model: Path, tmp: Path, steps: int, pool: bool, workers: int) -> dict[str, float]:
     """Seconds per optimizer step of a real training run (pool mode on, or no instraug keys)."""
     name = "pool_on" if pool else "pool_off"
     config = base_config(model, tmp / name)
-    config.update(max_steps=steps, num_train_epochs=1000, logging_steps=steps)
+    config.update(max_steps=steps, num_train_epochs=1000, logging_steps=steps, dataloader_num_workers=workers)
     if not pool:
         config = {k: v for k, v in config.items() if not k.startswith("instraug_")}
     path = tmp / f"{name}.yaml"
@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a LLaVA checkpoint directory (default: build the tiny one)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=0, help="dataloader_num_workers of both training runs")
     parser.add_argument("--live-seeds", type=int, default=4)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -128,8 +129,8 @@ def main() -> None:
 
             model = build_tiny_llava(tmp / "tiny_llava")
         report: dict[str, Any] = {"per_sample": per_sample_costs(model, tmp, args.samples)}
-        off = train_step_time(model, tmp, args.steps, pool=False)
-        on = train_step_time(model, tmp, args.steps, pool=True)
+        off = train_step_time(model, tmp, args.steps, pool=False, workers=args.workers)
+        on = train_step_time(model, tmp, args.steps, pool=True, workers=args.workers)
         report["train_step"] = {"pool_off": off, "pool_on": on, "overhead_percent": round(
             100 * (on["seconds_per_step"] - off["seconds_per_step"]) / off["seconds_per_step"], 2)}
         report["live"] = live_refresh(tmp, args.live_seeds)
