@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
 from instraug_plugin.core.sampling import Decision, InstructionRewriter, rewrite_messages
@@ -42,15 +43,6 @@ class Source:
     where: str = ""  # "dataset_info.json:name" or the LLaVA json, for error messages
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InstrAugError(f"{path}: not a UTF-8 text file") from None
-    except json.JSONDecodeError as exc:
-        raise InstrAugError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
-
-
 def resolve_source(dataset: Path, name: str | None) -> Source:
     """Find the data file and entry from `dataset_info.json` + name, or treat `dataset` as a LLaVA json."""
     info_path = dataset / DATASET_INFO if dataset.is_dir() else dataset
@@ -59,7 +51,7 @@ def resolve_source(dataset: Path, name: str | None) -> Source:
             raise InstrAugError(f"dataset_info.json not found: {info_path}")
         if name is None:
             raise InstrAugError(f"{info_path}: --name is required to pick a dataset")
-        entry = dataset_entry(_read_json(info_path), name, str(info_path))
+        entry = dataset_entry(read_json(info_path), name, str(info_path))
         return Source(info_path.parent / str(entry["file_name"]), entry, info_path.parent, f"{info_path}:{name}")
     if not dataset.is_file():
         raise InstrAugError(f"dataset file not found: {dataset}")
@@ -202,7 +194,7 @@ def build_dataset(
     output_dir.mkdir(parents=True, exist_ok=True)
     data_path.write_text(json.dumps(out_rows, ensure_ascii=False, indent=1), encoding="utf-8")
     info_path = output_dir / DATASET_INFO
-    info = _read_json(info_path) if info_path.is_file() else {}
+    info = read_json(info_path) if info_path.is_file() else {}
     if not isinstance(info, dict):
         raise InstrAugError(f"{info_path}: expected a JSON object of dataset entries")
     info[output_name] = {**copy.deepcopy(source.entry), "file_name": data_path.name}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -42,10 +42,10 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 def pregen_command(
     source: Annotated[Path, typer.Argument(help="Template JSON {task: [templates]}, LLaVA json, or dataset_info.json.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Pool directory (pool.jsonl, manifest.json, cache.jsonl).")] = Path("runs/pool"),
-    dataset: Annotated[Optional[str], typer.Option(help="Dataset name in dataset_info.json.")] = None,
-    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated task names to include.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="Use at most this many seed instructions.")] = None,
-    task_column: Annotated[Optional[str], typer.Option(help="Dataset column naming each row's task.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name in dataset_info.json.")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated task names to include.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many seed instructions.")] = None,
+    task_column: Annotated[str | None, typer.Option(help="Dataset column naming each row's task.")] = None,
     all_turns: Annotated[bool, typer.Option(help="Take every user turn, not only the first.")] = False,
     strategy: Annotated[str, typer.Option(help="single | multi_temperature | iterative")] = "single",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (single, iterative).")] = 0.6,
@@ -57,16 +57,16 @@ def pregen_command(
     samples_per_prompt: Annotated[int, typer.Option(help="Samples per meta-prompt and temperature.")] = 1,
     direct_prompts: Annotated[int, typer.Option(help="Direct meta-prompts to use (0-5).")] = 5,
     guided_prompts: Annotated[int, typer.Option(help="Guided meta-prompts to use.")] = 5,
-    guides: Annotated[Optional[Path], typer.Option(help="Guides file from bootstrap-guides.")] = None,
+    guides: Annotated[Path | None, typer.Option(help="Guides file from bootstrap-guides.")] = None,
     placeholder_mode: Annotated[str, typer.Option(help="constrained (safe by construction) | mask (mask-then-filter)")] = "constrained",
-    extra_placeholder: Annotated[Optional[list[str]], typer.Option(help="Regex of extra protected spans (repeatable).")] = None,
+    extra_placeholder: Annotated[list[str] | None, typer.Option(help="Regex of extra protected spans (repeatable).")] = None,
     length_window: Annotated[str, typer.Option(help="Kept word-length window relative to the parent: low,high.")] = "0.5,1.5",
     near_duplicate: Annotated[float, typer.Option(help="Reject paraphrases this similar to a kept one (1 disables).")] = 0.9,
     contractions: Annotated[bool, typer.Option(help="Reject 'd / 'll contractions.")] = False,
     backend: Annotated[str, typer.Option(help="Rewriter backend.")] = "transformers",
     model: Annotated[str, typer.Option(help="Local model path, or smollm2 (embedded default).")] = "smollm2",
-    quantization_bits: Annotated[Optional[int], typer.Option(help="bitsandbytes 4 or 8.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    quantization_bits: Annotated[int | None, typer.Option(help="bitsandbytes 4 or 8.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 32,
 ) -> None:
     """Generate an instruction pool from seed instructions (resumable: rerun the same command)."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.jsonfile import read_json_object
 
 POOL_FILE = "pool.jsonl"
 MANIFEST_FILE = "manifest.json"
@@ -131,13 +132,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     manifest_path = (path if path.is_dir() else path.parent) / MANIFEST_FILE
     if not manifest_path.is_file():
         return {}
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InstrAugError(f"{manifest_path}: not valid JSON ({exc.msg})") from None
-    if not isinstance(manifest, dict):
-        raise InstrAugError(f"{manifest_path}: expected a JSON object")
-    return manifest
+    return read_json_object(manifest_path)
 
 
 class Pool:

@@ -7,7 +7,6 @@ sees at evaluation exactly the token layout it was trained on.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.jsonfile import read_json_object
 from instraug_plugin.evaluation.evalset import EvalItem, EvalSet
 from instraug_plugin.evaluation.metrics import get_metric
 from instraug_plugin.evaluation.report import Report, ScoredItem, summarize
@@ -69,14 +69,7 @@ def _check_model_location(location: str, what: str) -> None:
 
 def _read_adapter_config(path: Path) -> dict[str, Any]:
     """The adapter's config as a JSON object; InstrAugError (one line) otherwise."""
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InstrAugError(f"{path}: not a UTF-8 text file") from None
-    except json.JSONDecodeError as exc:
-        raise InstrAugError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(config, dict):
-        raise InstrAugError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    config = read_json_object(path)
     base = config.get("base_model_name_or_path")
     if base is not None and not isinstance(base, str):
         raise InstrAugError(f"{path}: base_model_name_or_path is not a string")

@@ -7,12 +7,12 @@ need to answer with a paraphrase instead of answering the instruction.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.jsonfile import read_json_object
 from instraug_plugin.resources import templates_dir
 
 INSTRUCTION_SLOT = "{{instruction}}"
@@ -37,18 +37,6 @@ class MetaPrompt:
         return tuple(turns)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InstrAugError(f"meta-prompt file not found: {path}") from None
-    except json.JSONDecodeError as exc:
-        raise InstrAugError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict):
-        raise InstrAugError(f"{path}: expected a JSON object")
-    return data
-
-
 def _example(data: dict, path: Path) -> tuple[str, str] | None:
     example = data.get("example")
     if example is None:
@@ -67,18 +55,18 @@ def load_meta_prompts(
     guides_file = guides_file or templates_dir() / "meta_prompts" / "guided.json"
     prompts: list[MetaPrompt] = []
     if direct:
-        data = _read_json(direct_file)
+        data = read_json_object(direct_file)
         requests = data.get("prompts")
         if not isinstance(requests, list) or not all(isinstance(r, str) and INSTRUCTION_SLOT in r for r in requests):
             raise InstrAugError(f"{direct_file}: 'prompts' must be a list of strings containing {INSTRUCTION_SLOT}")
         example = _example(data, direct_file)
         prompts += [MetaPrompt(f"direct/{i}", r, None, example) for i, r in enumerate(requests[:direct])]
     if guided:
-        data = _read_json(guides_file)
+        data = read_json_object(guides_file)
         guides, request = data.get("guides"), data.get("request")
         if not isinstance(guides, list) or not isinstance(request, str) or INSTRUCTION_SLOT not in request:
             raise InstrAugError(f"{guides_file}: needs 'guides' (list) and 'request' (string with {INSTRUCTION_SLOT})")
-        example = _example(data, guides_file) or _example(_read_json(direct_file), direct_file)
+        example = _example(data, guides_file) or _example(read_json_object(direct_file), direct_file)
         prompts += [MetaPrompt(f"guided/{i}", request, str(g), example) for i, g in enumerate(guides[:guided])]
     if not prompts:
         raise InstrAugError("no meta-prompts selected: set direct and/or guided prompts above 0")

@@ -7,14 +7,11 @@ deduplication and seed ids are applied afterwards, the same way for every format
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
-
-from instraug_plugin.core.errors import InstrAugError
 
 DEFAULT_TASK = "default"
 
@@ -71,20 +68,6 @@ class SeedReader(ABC):
     @abstractmethod
     def read(self, path: Path, document: Any, options: ReadOptions) -> RawSeeds:
         """Raw seeds per task; raises InstrAugError naming file/task/key/row on bad input."""
-
-
-def read_json(path: Path) -> Any:
-    """Parse a JSON file; one-line InstrAugError if it is missing or not JSON."""
-    if not path.is_file():
-        raise InstrAugError(f"file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InstrAugError(f"{path}: not a UTF-8 text file") from None
-    except json.JSONDecodeError as exc:
-        raise InstrAugError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
-        ) from None
 
 
 def brief(names: Sequence[str], limit: int = 8) -> str:

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
 from instraug_plugin.core.pool import normalize
-from instraug_plugin.inputs.base import RawSeeds, ReadOptions, Seed, SeedReader, brief, read_json
+from instraug_plugin.inputs.base import RawSeeds, ReadOptions, Seed, SeedReader, brief
 from instraug_plugin.inputs.llamafactory import DATASET_INFO, LlamaFactoryReader
 from instraug_plugin.inputs.llava import LlavaReader
 from instraug_plugin.inputs.templates import TemplateReader

@@ -101,7 +101,7 @@ class LiveRefresher:
         peak_mb = 0.0
         try:
             records, peak_mb = self._generate(shard, epoch)
-        except Exception as exc:  # noqa: BLE001 - a rewriter failure must never stop training
+        except Exception as exc:
             failed = len(shard)
             logger.warning("instraug live refresh failed on rank %d (%s: %s); keeping the current pool",
                            rank, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
