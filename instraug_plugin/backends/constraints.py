@@ -74,7 +74,7 @@ class SentinelLogitsProcessor(LogitsProcessor):
         self.state = [_FREE] * len(owed)
         self.max_new_tokens = max_new_tokens
         self.steps = 0
-        self.prompt_len: int | None = None
+        self.started = False  # the first call sees only the prompt
 
     def _advance(self, row: int, token: int) -> None:
         state = self.state[row]
@@ -87,8 +87,8 @@ class SentinelLogitsProcessor(LogitsProcessor):
             self.state[row] = _FREE
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.prompt_len is None:
-            self.prompt_len = input_ids.shape[1]
+        if not self.started:
+            self.started = True
         else:
             self.steps += 1
             for row, token in enumerate(input_ids[:, -1].tolist()):

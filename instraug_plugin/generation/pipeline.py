@@ -73,7 +73,7 @@ class PregenConfig:
 class _Job:
     seed: Seed
     parent: str
-    originals: tuple[str, ...]
+    masked: MaskedText
     meta_prompt: MetaPrompt
     round: int
     request: GenerationRequest
@@ -178,7 +178,7 @@ def run_pregen(
             if masked is None:
                 extraction_failed += 1
                 continue
-            restored = _restore(masked, job.originals)
+            restored = job.masked.restore(masked)
             if restored is None:
                 chain.rejected["placeholders"] += 1
                 continue
@@ -216,10 +216,6 @@ def run_pregen(
     )
 
 
-def _restore(masked: str, originals: tuple[str, ...]) -> str | None:
-    return MaskedText("", originals).restore(masked)
-
-
 def _jobs(
     parents: Sequence[tuple[Seed, str]],
     meta_prompts: Sequence[MetaPrompt],
@@ -242,7 +238,7 @@ def _jobs(
                         max_new_tokens=_max_new_tokens(masked, config), sample_index=sample_index,
                         required_spans=required, single_line=single_line,
                     )
-                    jobs.append(_Job(seed, parent, masked.originals, meta_prompt, round_index, request))
+                    jobs.append(_Job(seed, parent, masked, meta_prompt, round_index, request))
     return jobs
 
 
