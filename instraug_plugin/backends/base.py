@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -57,3 +57,19 @@ class RewriterBackend(Protocol):
     def close(self) -> None:
         """Release the model (and accelerator memory)."""
         ...
+
+
+def generate_batches(
+    backend: RewriterBackend, batches: Sequence[Sequence[GenerationRequest]]
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield `(batch index, replies)` as batches finish, in any order.
+
+    A backend that fans batches out to replicas (the Ray executor) provides its own
+    `generate_batches`; any other backend generates them one after the other.
+    """
+    fan_out = getattr(backend, "generate_batches", None)
+    if fan_out is not None:
+        yield from fan_out(batches)
+        return
+    for index, batch in enumerate(batches):
+        yield index, backend.generate(batch)

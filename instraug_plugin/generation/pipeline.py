@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from instraug_plugin.backends.base import GenerationRequest, RewriterBackend
+from instraug_plugin.backends.base import GenerationRequest, RewriterBackend, generate_batches
 from instraug_plugin.core.cache import GenerationCache
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.extract import extract_reply
@@ -118,22 +118,26 @@ def generate_cached(
     model_id = backend.model_id
     order = sorted(range(len(requests)), key=lambda i: (requests[i].temperature, requests[i].max_new_tokens))
     keys = [r.cache_key(model_id) for r in requests]
-    hits = 0
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        if all(keys[i] in cache for i in chunk):
-            hits += len(chunk)
-        else:
-            try:
-                replies = backend.generate([requests[i] for i in chunk])
-            except Exception as exc:
-                raise InstrAugError(
-                    f"rewriter {model_id} failed on a batch of {len(chunk)} ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}); finished batches are cached, rerun to resume"
-                ) from exc
-            cache.put_many((keys[i], text) for i, text in zip(chunk, replies))
-        if on_batch:
-            on_batch(min(start + batch_size, len(order)), len(order))
+    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    pending = [chunk for chunk in chunks if not all(keys[i] in cache for i in chunk)]
+    hits = sum(len(chunk) for chunk in chunks) - sum(len(chunk) for chunk in pending)
+    done = len(order) - sum(len(chunk) for chunk in pending)
+    if on_batch and done:
+        on_batch(done, len(order))
+    batches = [[requests[i] for i in chunk] for chunk in pending]
+    try:
+        for index, replies in generate_batches(backend, batches):
+            cache.put_many((keys[i], text) for i, text in zip(pending[index], replies))
+            done += len(pending[index])
+            if on_batch:
+                on_batch(done, len(order))
+    except InstrAugError:
+        raise
+    except Exception as exc:
+        raise InstrAugError(
+            f"rewriter {model_id} failed on a batch ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); finished batches are cached, rerun to resume"
+        ) from exc
     return [cache.get(k) or "" for k in keys], hits
 
 
