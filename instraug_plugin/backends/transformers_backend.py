@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorLis
 
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.constraints import SentinelLogitsProcessor, SentinelVocabulary
+from instraug_plugin.backends.nucleus import NucleusSampler
 from instraug_plugin.backends.smollm2 import resolve_model_path
 from instraug_plugin.core.errors import InstrAugError
 
@@ -54,10 +55,12 @@ class TransformersBackend:
         quantization_bits: int | None = None,
         batch_size: int = 32,
         dtype: torch.dtype | None = None,
+        fast_sampling: bool = True,
     ):
         path = resolve_model_path(model)
         self.model_id = model if model != "smollm2" else "SmolLM2-135M-Instruct"
         self.batch_size = batch_size
+        self.fast_sampling = fast_sampling
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise InstrAugError(f"device {self.device}: CUDA is not available on this machine (use --device cpu)")
@@ -120,8 +123,11 @@ class TransformersBackend:
                     first.max_new_tokens,
                 )
             )
-        seed = hashlib.sha256("".join(r.cache_key(self.model_id) for r in batch).encode()).digest()
         sampling = first.temperature > 0
+        if sampling and self.fast_sampling:
+            processors.append(NucleusSampler(first.temperature, first.top_p))
+            sampling = False  # the sampler has drawn the token; generate takes it greedily
+        seed = hashlib.sha256("".join(r.cache_key(self.model_id) for r in batch).encode()).digest()
         devices = [self.model.device] if self.model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # a co-located trainer's RNG stream stays untouched
             torch.manual_seed(int.from_bytes(seed[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF)

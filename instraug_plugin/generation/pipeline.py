@@ -103,6 +103,11 @@ def _max_new_tokens(masked: MaskedText, config: PregenConfig) -> int:
     return int(16 * -(-bound // 16))
 
 
+def _batch_key(request: GenerationRequest) -> tuple[float, int, int]:
+    """Requests that batch well sit next to each other: same sampling, similar prompt lengths."""
+    return request.temperature, request.max_new_tokens, sum(len(content) for _, content in request.messages)
+
+
 def generate_cached(
     backend: RewriterBackend,
     requests: Sequence[GenerationRequest],
@@ -116,7 +121,7 @@ def generate_cached(
     run that resumes generates exactly the same batches (and, with per-batch seeding, replies).
     """
     model_id = backend.model_id
-    order = sorted(range(len(requests)), key=lambda i: (requests[i].temperature, requests[i].max_new_tokens))
+    order = sorted(range(len(requests)), key=lambda i: _batch_key(requests[i]))
     keys = [r.cache_key(model_id) for r in requests]
     chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     pending = [chunk for chunk in chunks if not all(keys[i] in cache for i in chunk)]

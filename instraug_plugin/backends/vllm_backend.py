@@ -1,0 +1,98 @@
+"""vLLM rewriter (offline `LLM` API, one GPU or tensor-parallel): continuous batching, per-request
+seeds, placeholder safety by construction through a structured-outputs regex.
+
+Each pipeline batch goes to `LLM.chat` in one call and vLLM schedules it itself, so give pregen a
+large `--batch-size` (hundreds) with this backend; the batch only sets how often the cache is
+written. Every request carries its own seed (derived from its cache key), so a reply does not depend
+on which batch or worker it ran in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from instraug_plugin.backends.base import GenerationRequest
+from instraug_plugin.backends.sentinel_regex import sentinel_regex
+from instraug_plugin.backends.smollm2 import DEFAULT_MODEL, resolve_model_path
+from instraug_plugin.core.errors import InstrAugError
+
+
+def request_seed(request: GenerationRequest, model_id: str) -> int:
+    """A 63-bit seed from the request's content address."""
+    return int.from_bytes(hashlib.sha256(request.cache_key(model_id).encode()).digest()[:8], "little") >> 1
+
+
+def sampling_options(request: GenerationRequest, model_id: str) -> dict[str, Any]:
+    """vLLM `SamplingParams` arguments for one request, with the constraint as a regex (or None)."""
+    sampling = request.temperature > 0
+    constrained = bool(request.required_spans) or request.single_line
+    return {
+        "n": 1,
+        "temperature": request.temperature if sampling else 0.0,
+        "top_p": request.top_p if sampling else 1.0,
+        "max_tokens": request.max_new_tokens,
+        "seed": request_seed(request, model_id),
+        "regex": sentinel_regex(request.required_spans, request.single_line) if constrained else None,
+    }
+
+
+class VLLMBackend:
+    """A causal LM served by vLLM in this process (`model`: local path, or `smollm2`).
+
+    `quantization_bits=4` loads bitsandbytes 4-bit weights in flight; `gpu_memory_utilization`
+    bounds vLLM's share of the GPU (lower it next to a trainer).
+    """
+
+    name = "vllm"
+    supports_constraints = True
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        quantization_bits: int | None = None,
+        gpu_memory_utilization: float = 0.85,
+        max_model_len: int = 2048,
+        tensor_parallel_size: int = 1,
+        **_: Any,
+    ):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise InstrAugError("the vllm backend needs vLLM on a CUDA machine: pip install 'instraug-plugin[vllm]'") from None
+        if quantization_bits not in (None, 4):
+            raise InstrAugError(f"the vllm backend quantizes with bitsandbytes 4-bit only, got {quantization_bits} bits")
+        path = resolve_model_path(model)
+        self.model_id = ("SmolLM2-135M-Instruct" if model == DEFAULT_MODEL else model) + ("@bnb4" if quantization_bits else "")
+        try:
+            self.llm = LLM(
+                model=str(path), dtype="auto", quantization="bitsandbytes" if quantization_bits else None,
+                gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                tensor_parallel_size=tensor_parallel_size, seed=0,
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InstrAugError(f"vLLM cannot load rewriter model {path}: {reason}") from None
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = []
+        for request in requests:
+            options = sampling_options(request, self.model_id)
+            regex = options.pop("regex")
+            params.append(SamplingParams(
+                **options, structured_outputs=StructuredOutputsParams(regex=regex) if regex else None,
+            ))
+        conversations = [[{"role": role, "content": content} for role, content in r.messages] for r in requests]
+        outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        return [output.outputs[0].text for output in outputs]
+
+    def close(self) -> None:
+        import torch
+
+        del self.llm
+        torch.cuda.empty_cache()
