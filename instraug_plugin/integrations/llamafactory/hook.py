@@ -24,6 +24,7 @@ from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
 from instraug_plugin.core.sampling import InstructionRewriter, rewrite_messages
 from instraug_plugin.integrations.llamafactory.config import InstrAugConfig, split_args
+from instraug_plugin.integrations.llamafactory.media_cache import MediaExpansionCache
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -158,6 +159,14 @@ def _check_supported(data_args: Any, training_args: Any, stage: str) -> None:
         )
 
 
+def _media_placeholders() -> dict[str, str]:
+    """LLaMA-Factory's media placeholders (its IMAGE/VIDEO/AUDIO_PLACEHOLDER environment overrides included)."""
+    from llamafactory.extras import constants
+
+    return {"image": constants.IMAGE_PLACEHOLDER, "video": constants.VIDEO_PLACEHOLDER,
+            "audio": constants.AUDIO_PLACEHOLDER}
+
+
 SPLIT_BEFORE_PREPROCESS = (0, 9, 5)  # from this release on, val_size splits the raw rows before preprocessing
 
 
@@ -208,6 +217,7 @@ def _patched_preprocess(original: Any) -> Any:
         session.output_dir = training_args.output_dir
         image_token = getattr(template.mm_plugin, "image_token", None)
         image_token_id = tokenizer.convert_tokens_to_ids(image_token) if image_token else None
+        MediaExpansionCache.install(template.mm_plugin, _media_placeholders())
         lazy = dataset.with_transform(LazyTransform(session, dataset_processor, image_token_id))
         if training_args.should_log and kwargs.get("print_example", True):  # newer releases add that flag
             print("training example (instraug: tokenized lazily, wording varies per epoch):")

@@ -1,0 +1,117 @@
+"""Remember how LLaMA-Factory's mm_plugin expands each sample's media placeholders.
+
+Lazy per-epoch tokenization calls `mm_plugin.process_messages` for every sample every epoch, and
+most plugins run the image processor there only to learn how many tokens each `<image>` becomes.
+That expansion depends on the media, never on the instruction wording, and a rewrite never touches
+a placeholder. So the first call for a sample's media learns the expansion of each placeholder from
+the plugin's own output, and later calls (the next epochs, other wordings) splice the same strings
+in. A plugin output that does not split unambiguously into "the input with each placeholder
+replaced" (a plugin that edits text elsewhere, adjacent placeholders, media that are not paths) is
+never cached: those samples keep going through the plugin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+PLACEHOLDERS = {"image": "<image>", "video": "<video>", "audio": "<audio>"}
+Expansions = tuple[tuple[str, str], ...]  # (placeholder, what the plugin made of it), in order
+_UNCACHEABLE: Expansions = ()
+
+
+class MediaExpansionCache:
+    """Wraps `plugin.process_messages` (instance attribute) with per-media memoization."""
+
+    def __init__(self, plugin: Any, placeholders: dict[str, str] | None = None):
+        self.plugin = plugin
+        self.original = plugin.process_messages
+        self.placeholders = placeholders or PLACEHOLDERS
+        self._split = re.compile("(" + "|".join(map(re.escape, self.placeholders.values())) + ")")
+        self._expansions: dict[bytes, Expansions] = {}
+        self._interned: dict[str, str] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def install(cls, plugin: Any, placeholders: dict[str, str] | None = None) -> MediaExpansionCache:
+        """Wrap `plugin.process_messages` once; returns the cache in place."""
+        current = getattr(plugin.process_messages, "__self__", None)
+        if isinstance(current, cls):
+            return current
+        cache = cls(plugin, placeholders)
+        plugin.process_messages = cache.process_messages
+        return cache
+
+    def process_messages(self, messages: list[dict[str, str]], images: list[Any], videos: list[Any],
+                         audios: list[Any], processor: Any) -> list[dict[str, str]]:
+        key = _media_key(images, videos, audios)
+        learned = self._expansions.get(key) if key is not None else _UNCACHEABLE
+        if learned:
+            spliced = self._splice(messages, learned)
+            if spliced is not None:
+                self.hits += 1
+                return spliced
+        out = self.original(messages, images, videos, audios, processor)
+        self.misses += 1
+        if key is not None and learned is None:
+            expansions = self._learn(messages, out)
+            self._expansions[key] = (
+                tuple((p, self._interned.setdefault(text, text)) for p, text in expansions) if expansions else ()
+            )
+        return out
+
+    def _learn(self, before: list[dict[str, str]], after: list[dict[str, str]]) -> list[tuple[str, str]] | None:
+        """Each placeholder's expansion, in order of appearance; None when the output is not that shape."""
+        if len(before) != len(after) or any(b.keys() != a.keys() or b.get("role") != a.get("role")
+                                            for b, a in zip(before, after)):
+            return None
+        expansions: list[tuple[str, str]] = []
+        for b, a in zip(before, after):
+            parts = self._split.split(b["content"])
+            texts = parts[0::2]
+            if len(texts) == 1:
+                if a["content"] != b["content"]:
+                    return None
+                continue
+            if any(not t for t in texts[1:-1]):  # adjacent placeholders: the boundary is ambiguous
+                return None
+            groups = [_match(texts, a["content"], lazy) for lazy in (True, False)]
+            if groups[0] is None or groups[0] != groups[1]:  # no match, or more than one split
+                return None
+            expansions += list(zip(parts[1::2], groups[0]))
+        return expansions
+
+    def _splice(self, messages: list[dict[str, str]], learned: Expansions) -> list[dict[str, str]] | None:
+        """`messages` with the learned expansions put in; None if the placeholders do not line up."""
+        queues: dict[str, list[str]] = {}
+        for placeholder, text in learned:
+            queues.setdefault(placeholder, []).append(text)
+        used = dict.fromkeys(queues, 0)
+        out = []
+        for message in messages:
+            parts = self._split.split(message["content"])
+            for i in range(1, len(parts), 2):
+                placeholder = parts[i]
+                if used.get(placeholder, 0) >= len(queues.get(placeholder, ())):
+                    return None
+                parts[i] = queues[placeholder][used[placeholder]]
+                used[placeholder] += 1
+            out.append({**message, "content": "".join(parts)})
+        return out if all(used[p] == len(q) for p, q in queues.items()) else None
+
+
+def _match(texts: list[str], content: str, lazy: bool) -> list[str] | None:
+    """The strings between `texts` when `content` is texts[0] X texts[1] Y ... texts[-1]."""
+    group = "(.*?)" if lazy else "(.*)"
+    match = re.fullmatch(group.join(map(re.escape, texts)), content, flags=re.DOTALL)
+    return list(match.groups()) if match else None
+
+
+def _media_key(images: list[Any], videos: list[Any], audios: list[Any]) -> bytes | None:
+    """A digest of the sample's media when they are all paths (or URLs); None otherwise."""
+    media = (images or [], videos or [], audios or [])
+    if not all(isinstance(item, str) for group in media for item in group):
+        return None
+    return hashlib.blake2b(repr(media).encode(), digest_size=16).digest()
