@@ -38,6 +38,21 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
         raise InstrAugError(f"{option}: expected comma-separated numbers, got {text!r}") from None
 
 
+# Rewriter options of pregen and bootstrap-guides; None leaves the backend's default.
+ModelOption = Annotated[str | None, typer.Option(help="transformers, vllm: local model path, or smollm2 (default); openai: the served model name.")]
+ApiBaseOption = Annotated[str | None, typer.Option(help="openai: server URL up to the version, e.g. http://127.0.0.1:8000/v1.")]
+ApiKeyEnvOption = Annotated[str | None, typer.Option(help="openai: environment variable holding the API key, sent only if set (default OPENAI_API_KEY).")]
+MaxConcurrencyOption = Annotated[int | None, typer.Option(help="openai: requests in flight (default 8).")]
+RequestTimeoutOption = Annotated[float | None, typer.Option(help="openai: seconds per request (default 60).")]
+MaxRetriesOption = Annotated[int | None, typer.Option(help="openai: retries on connection errors, timeouts, 408/409/429/5xx (default 5).")]
+StructuredOutputsOption = Annotated[bool, typer.Option("--structured-outputs", help="openai: the server takes vLLM's structured_outputs regex (enables placeholder mode constrained).")]
+
+
+def _given(**options: object) -> dict[str, object]:
+    """The backend options that were set; the backend rejects those it does not take."""
+    return {key: value for key, value in options.items() if value is not None}
+
+
 @app.command("pregen")
 def pregen_command(
     source: Annotated[Path, typer.Argument(help="Template JSON {task: [templates]}, LLaVA json, or dataset_info.json.")],
@@ -58,16 +73,30 @@ def pregen_command(
     direct_prompts: Annotated[int, typer.Option(help="Direct meta-prompts to use (0-5).")] = 5,
     guided_prompts: Annotated[int, typer.Option(help="Guided meta-prompts to use.")] = 5,
     guides: Annotated[Path | None, typer.Option(help="Guides file from bootstrap-guides.")] = None,
-    placeholder_mode: Annotated[str, typer.Option(help="constrained (safe by construction) | mask (mask-then-filter)")] = "constrained",
+    placeholder_mode: Annotated[str, typer.Option(help="constrained (safe by construction) | mask (mask-then-filter; needed by --backend openai without --structured-outputs)")] = "constrained",
     extra_placeholder: Annotated[list[str] | None, typer.Option(help="Regex of extra protected spans (repeatable).")] = None,
     length_window: Annotated[str, typer.Option(help="Kept word-length window relative to the parent: low,high.")] = "0.5,1.5",
     near_duplicate: Annotated[float, typer.Option(help="Reject paraphrases this similar to a kept one (1 disables).")] = 0.9,
     contractions: Annotated[bool, typer.Option(help="Reject 'd / 'll contractions.")] = False,
-    backend: Annotated[str, typer.Option(help="Rewriter backend.")] = "transformers",
-    model: Annotated[str, typer.Option(help="Local model path, or smollm2 (embedded default).")] = "smollm2",
+    backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | vllm | openai.")] = "transformers",
+    model: ModelOption = None,
+    api_base: ApiBaseOption = None,
+    api_key_env: ApiKeyEnvOption = None,
+    max_concurrency: MaxConcurrencyOption = None,
+    request_timeout: RequestTimeoutOption = None,
+    max_retries: MaxRetriesOption = None,
+    structured_outputs: StructuredOutputsOption = False,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(help="vllm: share of GPU memory vLLM may take (default 0.85).")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="vllm: context length to allocate for (default 2048).")] = None,
+    tensor_parallel_size: Annotated[int | None, typer.Option(help="vllm: GPUs per model replica (default 1).")] = None,
     quantization_bits: Annotated[int | None, typer.Option(help="bitsandbytes 4 or 8.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Generation batch size (openai: requests cached together).")] = 32,
+    executor: Annotated[str, typer.Option(help="local (this process) | ray (one rewriter per Ray actor, batches spread over them)")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address, or auto (default: start a local Ray instance).")] = None,
+    ray_workers: Annotated[int | None, typer.Option(help="Ray actors (default: one per cluster GPU, else 1).")] = None,
+    ray_gpus_per_worker: Annotated[float | None, typer.Option(help="GPUs per Ray actor (default: 1 if the cluster has GPUs, else 0).")] = None,
+    ray_cpus_per_worker: Annotated[float, typer.Option(help="CPUs per Ray actor (Ray sets its OMP_NUM_THREADS to them).")] = 1,
 ) -> None:
     """Generate an instruction pool from seed instructions (resumable: rerun the same command)."""
     from rich.progress import Progress
@@ -80,6 +109,8 @@ def pregen_command(
 
     if limit is not None and limit < 1:
         raise InstrAugError(f"--limit: expected a number >= 1, got {limit}")
+    if executor not in ("local", "ray"):
+        raise InstrAugError(f"--executor must be local or ray; got {executor!r}")
     low_high = _floats(length_window, "--length-window")
     if len(low_high) != 2:
         raise InstrAugError(f"--length-window: expected low,high; got {length_window!r}")
@@ -95,13 +126,27 @@ def pregen_command(
     if not seeds:
         raise InstrAugError(f"{source}: no seed instructions selected")
     meta_prompts = load_meta_prompts(direct_prompts, guided_prompts, guides_file=guides)
-    rewriter = create_backend(backend, model=model, quantization_bits=quantization_bits, device=device, batch_size=batch_size)
+    options = _given(
+        model=model, quantization_bits=quantization_bits, device=device, batch_size=batch_size, api_base=api_base,
+        api_key_env=api_key_env, max_concurrency=max_concurrency, request_timeout=request_timeout, max_retries=max_retries,
+        structured_outputs=structured_outputs or None, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+        tensor_parallel_size=tensor_parallel_size,
+    )
+    if executor == "ray":
+        from instraug_plugin.generation.ray_executor import RayExecutor
+
+        rewriter = RayExecutor(
+            backend, options, address=ray_address, num_workers=ray_workers,
+            num_gpus_per_worker=ray_gpus_per_worker, num_cpus_per_worker=ray_cpus_per_worker,
+        )
+    else:
+        rewriter = create_backend(backend, **options)
     with Progress() as progress:
         bar = progress.add_task("generating", total=None)
         result = pregen_to_directory(
             seeds, rewriter, meta_prompts, config, out,
             on_batch=lambda done, total: progress.update(bar, completed=done, total=total),
-            source=str(source), dataset=dataset,
+            source=str(source), dataset=dataset, executor=executor,
         )
     counts = result.counts
     print(
@@ -115,8 +160,13 @@ def bootstrap_guides_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Guides JSON to write (use with pregen --guides).")],
     n: Annotated[int, typer.Option(help="Guiding instructions to ask for.")] = 10,
     keep: Annotated[int, typer.Option(help="Keep the first this many (InstrAug kept 5 of 10).")] = 5,
-    model: Annotated[str, typer.Option(help="Local model path, or smollm2.")] = "smollm2",
-    backend: Annotated[str, typer.Option(help="Rewriter backend.")] = "transformers",
+    backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | openai.")] = "transformers",
+    model: ModelOption = None,
+    api_base: ApiBaseOption = None,
+    api_key_env: ApiKeyEnvOption = None,
+    max_concurrency: MaxConcurrencyOption = None,
+    request_timeout: RequestTimeoutOption = None,
+    max_retries: MaxRetriesOption = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
 ) -> None:
     """Ask the rewriter LLM to write guiding instructions (bootstrapped meta-prompts)."""
@@ -127,7 +177,10 @@ def bootstrap_guides_command(
     from instraug_plugin.generation.prompts import INSTRUCTION_SLOT, bootstrap_request, parse_guides
     from instraug_plugin.resources import templates_dir
 
-    rewriter = create_backend(backend, model=model)
+    rewriter = create_backend(backend, **_given(
+        model=model, api_base=api_base, api_key_env=api_key_env, max_concurrency=max_concurrency,
+        request_timeout=request_timeout, max_retries=max_retries,
+    ))
     reply = rewriter.generate([GenerationRequest(bootstrap_request(n), temperature, max_new_tokens=40 * n)])[0]
     found = parse_guides(reply)
     if not found:

@@ -56,7 +56,6 @@ class VLLMBackend:
         gpu_memory_utilization: float = 0.85,
         max_model_len: int = 2048,
         tensor_parallel_size: int = 1,
-        **_: Any,
     ):
         try:
             from vllm import LLM
