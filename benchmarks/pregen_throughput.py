@@ -2,13 +2,16 @@
 
 Arms (same seeds, meta-prompts, sampling parameters and filters):
   reference   the reference code's shape: a sequential loop over seeds and meta-prompts, batches of
-              2, mask-then-filter (placeholders masked as {A}, unconstrained sampling)
-  batched     the pipeline: all requests batched (--batch-size), placeholder-safe by construction
+              2, mask-then-filter (placeholders masked as {A}, unconstrained sampling), transformers'
+              own top-p sampler
+  batched     the pipeline: all requests batched (--batch-size), placeholder-safe by construction,
+              top-p drawn by NucleusSampler (no full-vocabulary sort)
   batched-mask the pipeline batched, in mask-then-filter mode (isolates the yield difference)
+  batched-hf-sampler  `batched` with transformers' own top-p sampler (isolates NucleusSampler)
 
 Prints generations/s, kept paraphrases/s, placeholder yield (generations whose placeholders survive
-/ generations) and kept yield (kept / generations), and two ratios: batching alone (batched-mask vs
-reference, the same decoding) and the whole pipeline (batched vs reference, kept paraphrases/s).
+/ generations) and kept yield (kept / generations), and two ratios: batched decoding (batched-mask vs
+reference, the same placeholder mode) and the whole pipeline (batched vs reference, kept paraphrases/s).
 A short warm-up generation runs first so no arm pays one-time costs.
 
     python benchmarks/pregen_throughput.py --seeds 8 --batch-size 40
@@ -47,6 +50,7 @@ def pick_seeds(n: int):
 
 def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend):
     backend.batch_size = batch_size_for_backend
+    backend.fast_sampling = name not in ("reference", "batched-hf-sampler")
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if name == "reference":  # one seed at a time, one meta-prompt at a time: batches of 2 samples
@@ -94,20 +98,23 @@ def main() -> None:
         run_arm("reference", seeds, backend, prompts, PregenConfig(placeholder_mode="mask", batch_size=2), 2),
         run_arm("batched", seeds, backend, prompts, PregenConfig(batch_size=args.batch_size), args.batch_size),
         run_arm("batched-mask", seeds, backend, prompts, PregenConfig(placeholder_mode="mask", batch_size=args.batch_size), args.batch_size),
+        run_arm("batched-hf-sampler", seeds, backend, prompts, PregenConfig(batch_size=args.batch_size), args.batch_size),
     ]
-    ref, batched, batched_mask = rows
+    ref, batched, batched_mask, batched_hf = rows
     summary = {
         "model": backend.model_id, "device": str(backend.model.device), "seeds": len(seeds),
         "meta_prompts": len(prompts), "batch_size": args.batch_size, "arms": rows,
         "batching_speedup_generations_per_s": round(batched_mask["generations_per_s"] / ref["generations_per_s"], 2),
         "pipeline_speedup_kept_per_s": round(batched["kept_per_s"] / max(ref["kept_per_s"], 1e-9), 2),
+        "nucleus_sampler_speedup_generations_per_s": round(batched["generations_per_s"] / batched_hf["generations_per_s"], 2),
     }
-    print(f"{'arm':<13} {'sec':>7} {'gen':>5} {'kept':>5} {'gen/s':>7} {'kept/s':>7} {'ph-yield':>8} {'kept-yield':>10}")
+    print(f"{'arm':<18} {'sec':>7} {'gen':>5} {'kept':>5} {'gen/s':>7} {'kept/s':>7} {'ph-yield':>8} {'kept-yield':>10}")
     for r in rows:
-        print(f"{r['arm']:<13} {r['seconds']:>7} {r['generated']:>5} {r['kept']:>5} {r['generations_per_s']:>7} "
+        print(f"{r['arm']:<18} {r['seconds']:>7} {r['generated']:>5} {r['kept']:>5} {r['generations_per_s']:>7} "
               f"{r['kept_per_s']:>7} {r['placeholder_yield']:>8.0%} {r['kept_yield']:>10.0%}")
-    print(f"batching alone (batched-mask vs reference): {summary['batching_speedup_generations_per_s']}x generations/s")
+    print(f"batched decoding, same placeholder mode (batched-mask vs reference): {summary['batching_speedup_generations_per_s']}x generations/s")
     print(f"whole pipeline (batched vs reference): {summary['pipeline_speedup_kept_per_s']}x kept paraphrases/s")
+    print(f"NucleusSampler (batched vs batched-hf-sampler): {summary['nucleus_sampler_speedup_generations_per_s']}x generations/s")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

@@ -156,7 +156,10 @@ def run_pregen(
 ) -> PregenResult:
     """Generate, filter and collect paraphrases for `seeds` (deterministic given the cache state)."""
     if config.placeholder_mode == "constrained" and not backend.supports_constraints:
-        raise InstrAugError(f"backend {backend.name} cannot decode with constraints; use placeholder mode 'mask'")
+        hint = " (or --structured-outputs for a vLLM server)" if backend.name == "openai" else ""
+        raise InstrAugError(
+            f"backend {backend.name} cannot decode with constraints; rerun with --placeholder-mode mask{hint}"
+        )
     spec = PlaceholderSpec(extra_patterns=config.extra_placeholders)
     chain = FilterChain(config.filters, spec)
     records = [PoolRecord(task=s.task, seed_id=s.seed_id, seed=s.text, text=s.text) for s in seeds]

@@ -159,7 +159,7 @@ def _check_supported(data_args: Any, training_args: Any, stage: str) -> None:
         )
 
 
-def _media_placeholders() -> dict[str, str]:
+def media_placeholders() -> dict[str, str]:
     """LLaMA-Factory's media placeholders (its IMAGE/VIDEO/AUDIO_PLACEHOLDER environment overrides included)."""
     from llamafactory.extras import constants
 
@@ -217,7 +217,7 @@ def _patched_preprocess(original: Any) -> Any:
         session.output_dir = training_args.output_dir
         image_token = getattr(template.mm_plugin, "image_token", None)
         image_token_id = tokenizer.convert_tokens_to_ids(image_token) if image_token else None
-        MediaExpansionCache.install(template.mm_plugin, _media_placeholders())
+        MediaExpansionCache.install(template.mm_plugin, media_placeholders())
         lazy = dataset.with_transform(LazyTransform(session, dataset_processor, image_token_id))
         if training_args.should_log and kwargs.get("print_example", True):  # newer releases add that flag
             print("training example (instraug: tokenized lazily, wording varies per epoch):")
