@@ -3,11 +3,12 @@
 1. Per-sample hook cost (rewrite of the user turns) next to LLaMA-Factory's own tokenization cost
    (`preprocess_dataset`, which the lazy hook also pays, once per sample per epoch).
 2. Train-step time of the real `llamafactory-cli train` with pool mode on vs off (target <= 2%),
-   `--repeats` runs per arm interleaved off/on; the overhead is taken between the medians.
+   on the demo rows repeated to `--rows` (100: 50 steps per epoch), `--repeats` runs per arm
+   interleaved off/on; the overhead is taken between the medians.
 3. Live mode: one pool refresh with the real SmolLM2 rewriter (4-bit bitsandbytes on CPU, or on
    the GPU when there is one): refresh time and the rewriter's peak memory.
 
-Usage: python benchmarks/hook_overhead.py [--model DIR] [--steps 100] [--repeats 3] [--workers N] [--out results.json]
+Usage: python benchmarks/hook_overhead.py [--model DIR] [--steps 100] [--rows 100] [--repeats 3] [--workers N] [--out results.json]
 Without --model, the tiny offline LLaVA of tests/tiny_llava.py is built in a temporary directory.
 """
 
@@ -30,14 +31,38 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "tiny_llava_cpu_pool.yaml"
 
 
-def base_config(model: Path, out: Path) -> dict[str, Any]:
+def base_config(model: Path, out: Path, data_dir: Path) -> dict[str, Any]:
     config = yaml.safe_load(EXAMPLE.read_text())
-    config.update(model_name_or_path=str(model), dataset_dir=str(REPO / "dataset_info"), output_dir=str(out),
+    config.update(model_name_or_path=str(model), dataset_dir=str(data_dir), output_dir=str(out),
                   instraug_pool=str(REPO / "dataset_info" / "instraug_demo" / "pool"), instraug_log_samples=False)
     return config
 
 
-def per_sample_costs(model: Path, tmp: Path, n: int) -> dict[str, float]:
+def replicated_demo(tmp: Path, rows: int) -> Path:
+    """A dataset_dir whose `instraug_demo` holds the demo rows repeated to `rows` rows, so an epoch
+    spans many steps as in real training; every row gets image paths of its own (links to the demo
+    images), so no media work is shared between rows of one epoch."""
+    data = tmp / "data"
+    images = data / "instraug_demo" / "images"
+    images.mkdir(parents=True)
+    demo = json.loads((REPO / "dataset_info" / "instraug_demo" / "demo.json").read_text())
+    out = []
+    for i in range(rows):
+        row = dict(demo[i % len(demo)])
+        linked = []
+        for j, image in enumerate(row.get("images") or []):
+            link = images / f"row{i}_{j}{Path(image).suffix}"
+            link.symlink_to(REPO / "dataset_info" / image)
+            linked.append(str(link.relative_to(data)))
+        row["images"] = linked
+        out.append(row)
+    (data / "instraug_demo" / "demo.json").write_text(json.dumps(out))
+    info = json.loads((REPO / "dataset_info" / "dataset_info.json").read_text())
+    (data / "dataset_info.json").write_text(json.dumps({"instraug_demo": info["instraug_demo"]}))
+    return data
+
+
+def per_sample_costs(model: Path, tmp: Path, data_dir: Path, n: int) -> dict[str, float]:
     """Microseconds per sample: our rewrite vs LLaMA-Factory's tokenization, on the demo rows."""
     from llamafactory.data import get_template_and_fix_tokenizer, loader
     from llamafactory.hparams import get_train_args
@@ -51,7 +76,7 @@ def per_sample_costs(model: Path, tmp: Path, n: int) -> dict[str, float]:
     )
     from instraug_plugin.integrations.llamafactory.media_cache import MediaExpansionCache
 
-    config, rest = split_args(base_config(model, tmp / "micro"))
+    config, rest = split_args(base_config(model, tmp / "micro", data_dir))
     assert config is not None and isinstance(rest, dict)
     model_args, data_args, training_args, _, _ = get_train_args(rest)
     tokenizer_module = load_tokenizer(model_args)
@@ -81,10 +106,10 @@ def per_sample_costs(model: Path, tmp: Path, n: int) -> dict[str, float]:
             "hook_vs_tokenize_percent": round(100 * hook / tokenize, 3)}
 
 
-def train_step_time(model: Path, tmp: Path, steps: int, pool: bool, workers: int) -> dict[str, float]:
+def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, pool: bool, workers: int) -> dict[str, float]:
     """Seconds per optimizer step of a real training run (pool mode on, or no instraug keys)."""
     name = "pool_on" if pool else "pool_off"
-    config = base_config(model, tmp / name)
+    config = base_config(model, tmp / name, data_dir)
     config.update(max_steps=steps, num_train_epochs=1000, logging_steps=steps, dataloader_num_workers=workers)
     if not pool:
         config = {k: v for k, v in config.items() if not k.startswith("instraug_")}
@@ -130,6 +155,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=0, help="dataloader_num_workers of both training runs")
+    parser.add_argument("--rows", type=int, default=100, help="training rows (the demo rows repeated)")
     parser.add_argument("--repeats", type=int, default=3, help="training runs per arm, interleaved off/on")
     parser.add_argument("--live-seeds", type=int, default=4)
     parser.add_argument("--out", type=Path)
@@ -137,17 +163,18 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
+        data_dir = replicated_demo(tmp, args.rows)
         model = args.model
         if model is None:
             sys.path.insert(0, str(REPO / "tests"))
             from tiny_llava import build_tiny_llava
 
             model = build_tiny_llava(tmp / "tiny_llava")
-        report: dict[str, Any] = {"per_sample": per_sample_costs(model, tmp, args.samples)}
+        report: dict[str, Any] = {"per_sample": per_sample_costs(model, tmp, data_dir, args.samples)}
         runs: dict[str, list[float]] = {"pool_off": [], "pool_on": []}
         for _ in range(args.repeats):  # interleaved, so drift in machine load hits both arms alike
             for pool, name in ((False, "pool_off"), (True, "pool_on")):
-                runs[name].append(train_step_time(model, tmp, args.steps, pool=pool, workers=args.workers)["seconds_per_step"])
+                runs[name].append(train_step_time(model, tmp, data_dir, args.steps, pool=pool, workers=args.workers)["seconds_per_step"])
         medians = {name: statistics.median(values) for name, values in runs.items()}
         report["train_step"] = {
             "steps": args.steps, "repeats": args.repeats, "workers": args.workers,
