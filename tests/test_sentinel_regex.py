@@ -10,7 +10,7 @@ from test_placeholders import ALL  # tests/ is on sys.path (rootdir conftest)
 
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.sentinel_regex import MAX_PERMUTED, sentinel_regex
-from instraug_plugin.backends.vllm_backend import request_seed, sampling_options
+from instraug_plugin.backends.vllm_backend import sampling_options
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
 
 WORDS = ["describe", "the", "picture", "what is", "in", "region", "and", "answer:", "?", ""]
@@ -58,7 +58,7 @@ def test_sampling_options_carry_constraint_seed_and_stop() -> None:
     constrained = GenerationRequest((("user", "hi {A}"),), 0.7, required_spans=("{A}",), single_line=True)
     options = sampling_options(constrained, "m")
     assert options["regex"] == sentinel_regex(["{A}"], single_line=True)
-    assert options["seed"] == request_seed(constrained, "m") != request_seed(constrained, "other-model")
+    assert options["seed"] == constrained.seed("m") != constrained.seed("other-model")
     assert 0 <= options["seed"] < 2**63
     plain = GenerationRequest((("user", "hi"),), 0.0, single_line=True)
     assert sampling_options(plain, "m")["temperature"] == 0.0

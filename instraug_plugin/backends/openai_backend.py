@@ -34,11 +34,7 @@ RETRY_ERRORS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocol
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 DETAIL_CHARS = 200
-
-
-def request_seed(request: GenerationRequest, model_id: str) -> int:
-    """A 31-bit seed from the request's content address (fits every server's seed type)."""
-    return int(request.cache_key(model_id)[:8], 16) >> 1
+SEED_BITS = 31  # fits every server's seed type (llama.cpp takes a 32-bit unsigned seed)
 
 
 def request_body(request: GenerationRequest, model: str, model_id: str,
@@ -51,7 +47,7 @@ def request_body(request: GenerationRequest, model: str, model_id: str,
         "top_p": request.top_p,
         "max_tokens": request.max_new_tokens,
         "n": 1,
-        "seed": request_seed(request, model_id),
+        "seed": request.seed(model_id, SEED_BITS),
     }
     if structured_outputs and (request.required_spans or request.single_line):
         body["structured_outputs"] = {"regex": sentinel_regex(request.required_spans, request.single_line)}

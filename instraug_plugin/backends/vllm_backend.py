@@ -9,7 +9,6 @@ on which batch or worker it ran in.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,11 +16,6 @@ from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.sentinel_regex import sentinel_regex
 from instraug_plugin.backends.smollm2 import DEFAULT_MODEL, resolve_model_path
 from instraug_plugin.core.errors import InstrAugError
-
-
-def request_seed(request: GenerationRequest, model_id: str) -> int:
-    """A 63-bit seed from the request's content address."""
-    return int.from_bytes(hashlib.sha256(request.cache_key(model_id).encode()).digest()[:8], "little") >> 1
 
 
 def sampling_options(request: GenerationRequest, model_id: str) -> dict[str, Any]:
@@ -33,7 +27,7 @@ def sampling_options(request: GenerationRequest, model_id: str) -> dict[str, Any
         "temperature": request.temperature if sampling else 0.0,
         "top_p": request.top_p if sampling else 1.0,
         "max_tokens": request.max_new_tokens,
-        "seed": request_seed(request, model_id),
+        "seed": request.seed(model_id),
         "regex": sentinel_regex(request.required_spans, request.single_line) if constrained else None,
     }
 

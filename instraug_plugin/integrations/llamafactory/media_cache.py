@@ -27,8 +27,7 @@ class MediaExpansionCache:
     def __init__(self, plugin: Any, placeholders: dict[str, str] | None = None):
         self.plugin = plugin
         self.original = plugin.process_messages
-        self.placeholders = placeholders or PLACEHOLDERS
-        self._split = re.compile("(" + "|".join(map(re.escape, self.placeholders.values())) + ")")
+        self._split = re.compile("(" + "|".join(map(re.escape, (placeholders or PLACEHOLDERS).values())) + ")")
         self._expansions: dict[bytes, Expansions] = {}
         self._interned: dict[str, str] = {}
         self.hits = 0
