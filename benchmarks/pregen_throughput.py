@@ -1,18 +1,21 @@
 """Pregen throughput and yield, measured side by side in one run on one model and one seed set.
 
-Arms (same seeds, meta-prompts, sampling parameters and filters):
-  reference   the reference code's shape: a sequential loop over seeds and meta-prompts, batches of
-              2, mask-then-filter (placeholders masked as {A}, unconstrained sampling), transformers'
-              own top-p sampler
-  batched     the pipeline: all requests batched (--batch-size), placeholder-safe by construction,
-              top-p drawn by NucleusSampler (no full-vocabulary sort)
-  batched-mask the pipeline batched, in mask-then-filter mode (isolates the yield difference)
-  batched-hf-sampler  `batched` with transformers' own top-p sampler (isolates NucleusSampler)
+Arms (same model, dtype, seeds, meta-prompts, sampling parameters and filters):
+  reference          the reference code's shape: a sequential loop over seeds and meta-prompts,
+                     batches of 2, mask-then-filter (placeholders masked as {A}, unconstrained
+                     sampling), transformers' own `generate` and top-p sampler
+  batched            the pipeline: all requests batched (--batch-size) by meta-prompt,
+                     placeholder-safe by construction, the shared-prefix decoder (one prefill per
+                     meta-prompt prefix, per-row budgets, finished rows leave the batch, top-p by
+                     NucleusSampler)
+  batched-mask       `batched` in mask-then-filter mode (isolates the yield difference)
+  batched-generate   `batched` decoded by transformers' `generate` (isolates the decoder)
 
 Prints generations/s, kept paraphrases/s, placeholder yield (generations whose placeholders survive
-/ generations) and kept yield (kept / generations), and two ratios: batched decoding (batched-mask vs
-reference, the same placeholder mode) and the whole pipeline (batched vs reference, kept paraphrases/s).
-A short warm-up generation runs first so no arm pays one-time costs.
+/ generations) and kept yield (kept / generations), and three ratios: batched decoding
+(batched-mask vs reference, the same placeholder mode), the whole pipeline (batched vs reference,
+kept paraphrases/s) and the decoder (batched vs batched-generate). A short warm-up generation runs
+first so no arm pays one-time costs.
 
     python benchmarks/pregen_throughput.py --seeds 8 --batch-size 40
 """
@@ -50,7 +53,7 @@ def pick_seeds(n: int):
 
 def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend):
     backend.batch_size = batch_size_for_backend
-    backend.fast_sampling = name not in ("reference", "batched-hf-sampler")
+    backend.decoder = "generate" if name in ("reference", "batched-generate") else "shared-prefix"
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if name == "reference":  # one seed at a time, one meta-prompt at a time: batches of 2 samples
@@ -85,12 +88,13 @@ def main() -> None:
     parser.add_argument("--guided-prompts", type=int, default=5)
     parser.add_argument("--device", default=None)
     parser.add_argument("--quantization-bits", type=int, default=None)
+    parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA and AMX CPUs), float32, bfloat16, float16")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     args = parser.parse_args()
 
     seeds = pick_seeds(args.seeds)
     prompts = load_meta_prompts(args.direct_prompts, args.guided_prompts)
-    backend = TransformersBackend(args.model, device=args.device, quantization_bits=args.quantization_bits)
+    backend = TransformersBackend(args.model, device=args.device, quantization_bits=args.quantization_bits, dtype=args.dtype)
     _ = backend.sentinel_vocabulary  # token tables built once, outside the timings
     warmup = PregenConfig(batch_size=2, max_new_tokens=4)
     run_pregen(seeds[:1], backend, prompts[:1], warmup, GenerationCache(Path(tempfile.mkdtemp()) / "warmup.jsonl"))
@@ -98,15 +102,16 @@ def main() -> None:
         run_arm("reference", seeds, backend, prompts, PregenConfig(placeholder_mode="mask", batch_size=2), 2),
         run_arm("batched", seeds, backend, prompts, PregenConfig(batch_size=args.batch_size), args.batch_size),
         run_arm("batched-mask", seeds, backend, prompts, PregenConfig(placeholder_mode="mask", batch_size=args.batch_size), args.batch_size),
-        run_arm("batched-hf-sampler", seeds, backend, prompts, PregenConfig(batch_size=args.batch_size), args.batch_size),
+        run_arm("batched-generate", seeds, backend, prompts, PregenConfig(batch_size=args.batch_size), args.batch_size),
     ]
-    ref, batched, batched_mask, batched_hf = rows
+    ref, batched, batched_mask, batched_generate = rows
     summary = {
-        "model": backend.model_id, "device": str(backend.model.device), "seeds": len(seeds),
+        "model": backend.model_id, "device": str(backend.model.device), "dtype": str(backend.model.dtype).removeprefix("torch."),
+        "seeds": len(seeds),
         "meta_prompts": len(prompts), "batch_size": args.batch_size, "arms": rows,
         "batching_speedup_generations_per_s": round(batched_mask["generations_per_s"] / ref["generations_per_s"], 2),
         "pipeline_speedup_kept_per_s": round(batched["kept_per_s"] / max(ref["kept_per_s"], 1e-9), 2),
-        "nucleus_sampler_speedup_generations_per_s": round(batched["generations_per_s"] / batched_hf["generations_per_s"], 2),
+        "decoder_speedup_generations_per_s": round(batched["generations_per_s"] / batched_generate["generations_per_s"], 2),
     }
     print(f"{'arm':<18} {'sec':>7} {'gen':>5} {'kept':>5} {'gen/s':>7} {'kept/s':>7} {'ph-yield':>8} {'kept-yield':>10}")
     for r in rows:
@@ -114,7 +119,7 @@ def main() -> None:
               f"{r['kept_per_s']:>7} {r['placeholder_yield']:>8.0%} {r['kept_yield']:>10.0%}")
     print(f"batched decoding, same placeholder mode (batched-mask vs reference): {summary['batching_speedup_generations_per_s']}x generations/s")
     print(f"whole pipeline (batched vs reference): {summary['pipeline_speedup_kept_per_s']}x kept paraphrases/s")
-    print(f"NucleusSampler (batched vs batched-hf-sampler): {summary['nucleus_sampler_speedup_generations_per_s']}x generations/s")
+    print(f"shared-prefix decoder (batched vs batched-generate): {summary['decoder_speedup_generations_per_s']}x generations/s")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 

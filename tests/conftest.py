@@ -26,7 +26,8 @@ def tiny_llava(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_backend():
-    """The real embedded rewriter (SmolLM2-135M-Instruct, CPU), loaded once per test session."""
+    """The real embedded rewriter (SmolLM2-135M-Instruct, CPU, float32 so replies can be compared
+    token for token across decoders), loaded once per test session."""
     from instraug_plugin.backends.transformers_backend import TransformersBackend
 
-    return TransformersBackend("smollm2", device="cpu", batch_size=16)
+    return TransformersBackend("smollm2", device="cpu", batch_size=16, dtype="float32")

@@ -32,7 +32,7 @@ def test_wanting_to_stop_while_owing_places_the_placeholder(vocab) -> None:
     size = len(tok)
     eos, pad = tok.eos_token_id, tok.pad_token_id
     newline = tok.encode("\n", add_special_tokens=False)[0]
-    proc = SentinelLogitsProcessor(v, [["{A}"], []], [True, True], max_new_tokens=40)
+    proc = SentinelLogitsProcessor(v, [["{A}"], []], [True, True], max_new_tokens=[40] * 2)
     out = _step(proc, [[5], [5]], [eos, newline], size)
     assert out[0].argmax().item() == v.open_ids[0] and tok.decode([v.open_ids[0]]) == " {"
     assert out[0, eos] == -math.inf and out[0, pad] == -math.inf and out[0, newline] == -math.inf
@@ -44,7 +44,7 @@ def test_open_letter_close_sequence_and_no_second_copy(vocab) -> None:
     v, tok = vocab
     size = len(tok)
     a, b, close = v.letter_ids["A"], v.letter_ids["B"], v.close_id
-    proc = SentinelLogitsProcessor(v, [["{A}", "{B}"]], [False], max_new_tokens=40)
+    proc = SentinelLogitsProcessor(v, [["{A}", "{B}"]], [False], max_new_tokens=[40])
     history = [7]
     _step(proc, [history], [v.open_ids[0]], size)
     history.append(v.open_ids[0])
@@ -62,7 +62,7 @@ def test_open_letter_close_sequence_and_no_second_copy(vocab) -> None:
 
 def test_budget_forces_owed_placeholders_out(vocab) -> None:
     v, tok = vocab
-    proc = SentinelLogitsProcessor(v, [["{A}", "{B}"]], [False], max_new_tokens=7)
+    proc = SentinelLogitsProcessor(v, [["{A}", "{B}"]], [False], max_new_tokens=[7])
     _step(proc, [[1]], [42], len(tok))  # step 0: prompt seen, budget 7 > 6
     out = _step(proc, [[1, 42]], [42], len(tok))  # budget 6 = 3 tokens x 2 owed: must open now
     assert set(torch.nonzero(out[0] > -math.inf).flatten().tolist()) == set(v.open_ids)

@@ -66,15 +66,22 @@ class SentinelLogitsProcessor(LogitsProcessor):
         vocab: SentinelVocabulary,
         owed: Sequence[Sequence[str]],
         single_line: Sequence[bool],
-        max_new_tokens: int,
+        max_new_tokens: Sequence[int],
     ):
         self.vocab = vocab
         self.single_line = list(single_line)
         self.owed = [{s[1] for s in row} for row in owed]  # "{A}" -> "A"
         self.state = [_FREE] * len(owed)
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = list(max_new_tokens)
         self.steps = 0
         self.started = False  # the first call sees only the prompt
+
+    def select_rows(self, rows: Sequence[int]) -> None:
+        """Keep only these rows, in this order (the decoder dropped the others from its batch)."""
+        self.single_line = [self.single_line[r] for r in rows]
+        self.owed = [self.owed[r] for r in rows]
+        self.state = [self.state[r] for r in rows]
+        self.max_new_tokens = [self.max_new_tokens[r] for r in rows]
 
     def _advance(self, row: int, token: int) -> None:
         state = self.state[row]
@@ -93,9 +100,9 @@ class SentinelLogitsProcessor(LogitsProcessor):
             self.steps += 1
             for row, token in enumerate(input_ids[:, -1].tolist()):
                 self._advance(row, token)
-        budget = self.max_new_tokens - self.steps
         for row, state in enumerate(self.state):
             owed = self.owed[row]
+            budget = self.max_new_tokens[row] - self.steps
             if state == _FREE:
                 open_scores = scores[row, self.vocab.open_ids].clone()
                 stop = torch.logsumexp(scores[row, self.vocab.end_ids], 0)  # the wish to end here

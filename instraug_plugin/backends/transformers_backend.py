@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorLis
 
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.constraints import SentinelLogitsProcessor, SentinelVocabulary
+from instraug_plugin.backends.decoding import decode
 from instraug_plugin.backends.nucleus import NucleusSampler
 from instraug_plugin.backends.smollm2 import resolve_model_path
 from instraug_plugin.core.errors import InstrAugError
@@ -35,13 +36,32 @@ def _quantization_config(bits: int | None):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
+DECODERS = ("shared-prefix", "generate")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(name: str, device: str, quantized: bool) -> torch.dtype:
+    """`auto`: bfloat16 on CUDA, and on CPUs with AMX bfloat16 units (unless quantized), else float32."""
+    if name != "auto":
+        if name not in DTYPES:
+            raise InstrAugError(f"dtype must be auto or one of {', '.join(DTYPES)}; got {name!r}")
+        return DTYPES[name]
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return torch.bfloat16 if amx and not quantized else torch.float32
+
+
 class TransformersBackend:
     """A causal LM from a local path (or `smollm2`, the embedded default).
 
     `device` is a torch device string; with quantization the model is placed with
-    `device_map={"": device}` (one copy per process, never "auto"). Requests are grouped by
-    sampling parameters, left-padded into batches of `batch_size`, and sampled with a seed derived
-    from the batch's cache keys, so the same batch always yields the same replies.
+    `device_map={"": device}` (one copy per process, never "auto"). Requests with the same sampling
+    parameters are batched `batch_size` at a time and sampled with a seed derived from the batch's
+    cache keys, so the same batch always yields the same replies. `decoder` picks the decoding
+    loop: `shared-prefix` (`backends.decoding`: one prefill per shared prompt prefix, per-row
+    budgets, finished rows leave the batch, top-p by `NucleusSampler`) or `generate`
+    (transformers' own `generate` and top-p sampler, left-padded batches of one token budget).
     """
 
     name = "transformers"
@@ -54,26 +74,26 @@ class TransformersBackend:
         device: str | None = None,
         quantization_bits: int | None = None,
         batch_size: int = 32,
-        dtype: torch.dtype | None = None,
-        fast_sampling: bool = True,
+        dtype: str = "auto",
+        decoder: str = "shared-prefix",
     ):
+        if decoder not in DECODERS:
+            raise InstrAugError(f"decoder must be one of {', '.join(DECODERS)}; got {decoder!r}")
         path = resolve_model_path(model)
         self.model_id = model if model != "smollm2" else "SmolLM2-135M-Instruct"
         self.batch_size = batch_size
-        self.fast_sampling = fast_sampling
+        self.decoder = decoder
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise InstrAugError(f"device {self.device}: CUDA is not available on this machine (use --device cpu)")
         quant = _quantization_config(quantization_bits)
         if quant is not None:
             self.model_id += f"@bnb{quantization_bits}"
+        torch_dtype = resolve_dtype(dtype, self.device, quant is not None)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForCausalLM.from_pretrained(
-                path,
-                quantization_config=quant,
-                dtype=dtype or (torch.bfloat16 if self.device.startswith("cuda") else torch.float32),
-                device_map={"": self.device},
+                path, quantization_config=quant, dtype=torch_dtype, device_map={"": self.device},
             )
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -92,14 +112,20 @@ class TransformersBackend:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         replies: dict[int, str] = {}
-        indexed = sorted(enumerate(requests), key=lambda p: (p[1].temperature, p[1].top_p, p[1].max_new_tokens))
-        for _, group in groupby(indexed, key=lambda p: (p[1].temperature, p[1].top_p, p[1].max_new_tokens)):
+        for _, group in groupby(sorted(enumerate(requests), key=self._batch_key), key=self._batch_key):
             group = list(group)
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start : start + self.batch_size]
                 for (i, _), text in zip(chunk, self._generate_batch([r for _, r in chunk])):
                     replies[i] = text
         return [replies[i] for i in range(len(requests))]
+
+    def _batch_key(self, item: tuple[int, GenerationRequest]) -> tuple[float, ...]:
+        """Requests one batch can hold: the same sampling (and, for `generate`, one token budget)."""
+        request = item[1]
+        if self.decoder == "generate":
+            return request.temperature, request.top_p, request.max_new_tokens
+        return request.temperature, request.top_p
 
     @torch.inference_mode()
     def _generate_batch(self, batch: list[GenerationRequest]) -> list[str]:
@@ -111,8 +137,6 @@ class TransformersBackend:
             )
             for r in batch
         ]
-        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        inputs = inputs.to(self.model.device)
         processors = LogitsProcessorList()
         if any(r.required_spans or r.single_line for r in batch):
             processors.append(
@@ -120,23 +144,36 @@ class TransformersBackend:
                     self.sentinel_vocabulary,
                     [r.required_spans for r in batch],
                     [r.single_line for r in batch],
-                    first.max_new_tokens,
+                    [r.max_new_tokens for r in batch],
                 )
             )
-        sampling = first.temperature > 0
-        if sampling and self.fast_sampling:
-            processors.append(NucleusSampler(first.temperature, first.top_p))
-            sampling = False  # the sampler has drawn the token; generate takes it greedily
         seed = hashlib.sha256("".join(r.cache_key(self.model_id) for r in batch).encode()).digest()
         devices = [self.model.device] if self.model.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # a co-located trainer's RNG stream stays untouched
             torch.manual_seed(int.from_bytes(seed[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF)
-            output = self._sample(inputs, processors, first, sampling)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+            if self.decoder == "generate":
+                new_tokens = self._generate_with_transformers(prompts, processors, first)
+            else:
+                if first.temperature > 0:
+                    processors.append(NucleusSampler(first.temperature, first.top_p))
+                new_tokens = decode(
+                    self.model,
+                    self.tokenizer(prompts, add_special_tokens=False)["input_ids"],
+                    [r.messages[:-1] for r in batch],
+                    [r.max_new_tokens for r in batch],
+                    processors,
+                    eos_id=self.tokenizer.eos_token_id,
+                    pad_id=self.tokenizer.pad_token_id,
+                )
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
-    def _sample(self, inputs, processors: LogitsProcessorList, first: GenerationRequest, sampling: bool) -> torch.Tensor:
-        return self.model.generate(
+    def _generate_with_transformers(
+        self, prompts: list[str], processors: LogitsProcessorList, first: GenerationRequest
+    ) -> torch.Tensor:
+        inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        inputs = inputs.to(self.model.device)
+        sampling = first.temperature > 0
+        output = self.model.generate(
             **inputs,
             do_sample=sampling,
             temperature=first.temperature if sampling else None,
@@ -147,6 +184,7 @@ class TransformersBackend:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )
+        return output[:, inputs["input_ids"].shape[1] :]
 
     def close(self) -> None:
         del self.model

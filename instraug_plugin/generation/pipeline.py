@@ -103,9 +103,11 @@ def _max_new_tokens(masked: MaskedText, config: PregenConfig) -> int:
     return int(16 * -(-bound // 16))
 
 
-def _batch_key(request: GenerationRequest) -> tuple[float, int, int]:
-    """Requests that batch well sit next to each other: same sampling, similar prompt lengths."""
-    return request.temperature, request.max_new_tokens, sum(len(content) for _, content in request.messages)
+def _batch_key(request: GenerationRequest) -> tuple:
+    """Requests that batch well sit next to each other: same sampling, same earlier turns (one
+    meta-prompt: a long shared prompt prefix a backend can prefill once), similar lengths."""
+    return (request.temperature, request.top_p, request.messages[:-1], request.max_new_tokens,
+            sum(len(content) for _, content in request.messages))
 
 
 def generate_cached(
