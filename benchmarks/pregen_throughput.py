@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from instraug_plugin.backends.decoding import shared_prefixes
 from instraug_plugin.backends.transformers_backend import TransformersBackend
 from instraug_plugin.core.cache import GenerationCache
-from instraug_plugin.core.placeholders import DEFAULT_SPEC
-from instraug_plugin.generation.pipeline import PregenConfig, run_pregen
+from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
+from instraug_plugin.generation.pipeline import PregenConfig, build_jobs, run_pregen
 from instraug_plugin.generation.prompts import load_meta_prompts
 from instraug_plugin.inputs import load_seeds
 from instraug_plugin.resources import bundled_templates_file
@@ -49,6 +51,18 @@ def pick_seeds(n: int):
         picked += [seeds[depth] for seeds in by_task.values() if len(seeds) > depth][: n - len(picked)]
         depth += 1
     return picked
+
+
+def prompt_shape(seeds, backend, prompts, config) -> dict[str, float]:
+    """Mean prompt tokens per request and how many of them its meta-prompt's rows share."""
+    jobs = build_jobs([(seed, seed.text) for seed in seeds], prompts, config, PlaceholderSpec(), 1)
+    messages = [job.request.messages for job in jobs]
+    texts = [backend.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in m], tokenize=False,
+                                                   add_generation_prompt=True) for m in messages]
+    tokens = backend.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    groups, shared = shared_prefixes(tokens, [m[:-1] for m in messages])
+    return {"prompt_tokens_mean": round(statistics.mean(map(len, tokens)), 1),
+            "shared_prefix_tokens_mean": round(statistics.mean(shared[g] for g in groups), 1)}
 
 
 def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend):
@@ -70,9 +84,12 @@ def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend):
                 "placeholders": result.counts["filters"]["placeholders"]["rejected"] + result.counts["filters"]["extraction"]["rejected"],
             }
         seconds = time.perf_counter() - started
+        replies = [row["text"] for cache in Path(tmp).glob("*.jsonl") for row in map(json.loads, cache.open())]
     generated = counts["generated"]
+    reply_tokens = [len(backend.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies]
     return {
         "arm": name, "seconds": round(seconds, 1), "generated": generated, "kept": counts["kept"],
+        "mean_reply_tokens": round(statistics.mean(reply_tokens), 1),
         "generations_per_s": round(generated / seconds, 3), "kept_per_s": round(counts["kept"] / seconds, 3),
         "placeholder_yield": round((generated - counts["placeholders"]) / generated, 3),
         "kept_yield": round(counts["kept"] / generated, 3),
@@ -108,7 +125,8 @@ def main() -> None:
     summary = {
         "model": backend.model_id, "device": str(backend.model.device), "dtype": str(backend.model.dtype).removeprefix("torch."),
         "seeds": len(seeds),
-        "meta_prompts": len(prompts), "batch_size": args.batch_size, "arms": rows,
+        "meta_prompts": len(prompts), "batch_size": args.batch_size,
+        **prompt_shape(seeds, backend, prompts, PregenConfig()), "arms": rows,
         "batching_speedup_generations_per_s": round(batched_mask["generations_per_s"] / ref["generations_per_s"], 2),
         "pipeline_speedup_kept_per_s": round(batched["kept_per_s"] / max(ref["kept_per_s"], 1e-9), 2),
         "decoder_speedup_generations_per_s": round(batched["generations_per_s"] / batched_generate["generations_per_s"], 2),
@@ -117,6 +135,9 @@ def main() -> None:
     for r in rows:
         print(f"{r['arm']:<18} {r['seconds']:>7} {r['generated']:>5} {r['kept']:>5} {r['generations_per_s']:>7} "
               f"{r['kept_per_s']:>7} {r['placeholder_yield']:>8.0%} {r['kept_yield']:>10.0%}")
+    print(f"prompt tokens per request {summary['prompt_tokens_mean']}, shared by its meta-prompt's rows "
+          f"{summary['shared_prefix_tokens_mean']}; mean reply tokens per arm: "
+          + ", ".join(f"{r['arm']} {r['mean_reply_tokens']}" for r in rows))
     print(f"batched decoding, same placeholder mode (batched-mask vs reference): {summary['batching_speedup_generations_per_s']}x generations/s")
     print(f"whole pipeline (batched vs reference): {summary['pipeline_speedup_kept_per_s']}x kept paraphrases/s")
     print(f"shared-prefix decoder (batched vs batched-generate): {summary['decoder_speedup_generations_per_s']}x generations/s")

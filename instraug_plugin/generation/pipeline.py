@@ -182,7 +182,7 @@ def run_pregen(
     generated = extraction_failed = hits = 0
     started = time.perf_counter()
     for round_index in range(1, config.n_rounds + 1):
-        jobs = _jobs(parents, meta_prompts, config, spec, round_index)
+        jobs = build_jobs(parents, meta_prompts, config, spec, round_index)
         replies, round_hits = generate_cached(backend, [j.request for j in jobs], cache, config.batch_size, on_batch)
         generated += len(jobs)
         hits += round_hits
@@ -230,13 +230,14 @@ def run_pregen(
     )
 
 
-def _jobs(
+def build_jobs(
     parents: Sequence[tuple[Seed, str]],
     meta_prompts: Sequence[MetaPrompt],
     config: PregenConfig,
     spec: PlaceholderSpec,
     round_index: int,
 ) -> list[_Job]:
+    """One job per (parent, meta-prompt, temperature, sample): what a round asks the rewriter."""
     jobs = []
     for seed, parent in parents:
         masked = spec.mask(parent, source=seed.seed_id)
