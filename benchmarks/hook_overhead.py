@@ -4,11 +4,14 @@
    (`preprocess_dataset`, which the lazy hook also pays, once per sample per epoch).
 2. Train-step time of the real `llamafactory-cli train` with pool mode on vs off (target <= 2%),
    on the demo rows repeated to `--rows` (100: 50 steps per epoch); after one uncounted warm-up
-   pair, `--repeats` off/on pairs run back to back and the overhead is the median over the pairs.
+   pair, `--repeats` pairs run back to back (alternating which arm goes first). Per run: mean step
+   time (runtime / steps) and median step time (from the trainer's per-step clock); the overhead
+   is the median over the pairs of each. Tokens per step are reported too: a paraphrase may be
+   longer or shorter than the original wording, which changes the work of a step.
 3. Live mode: one pool refresh with the real SmolLM2 rewriter (4-bit bitsandbytes on CPU, or on
    the GPU when there is one): refresh time and the rewriter's peak memory.
 
-Usage: python benchmarks/hook_overhead.py [--model DIR] [--steps 100] [--rows 100] [--repeats 3] [--workers N] [--out results.json]
+Usage: python benchmarks/hook_overhead.py [--model DIR] [--steps 100] [--rows 100] [--repeats 3] [--workers N [--persistent-workers]] [--out results.json]
 Without --model, the tiny offline LLaVA of tests/tiny_llava.py is built in a temporary directory.
 """
 
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +110,18 @@ def per_sample_costs(model: Path, tmp: Path, data_dir: Path, n: int) -> dict[str
             "hook_vs_tokenize_percent": round(100 * hook / tokenize, 3)}
 
 
-def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, pool: bool, workers: int) -> dict[str, float]:
-    """Seconds per optimizer step of a real training run (pool mode on, or no instraug keys)."""
+def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, pool: bool, workers: int,
+                    persistent: bool = False) -> dict[str, float]:
+    """Seconds per optimizer step of a real training run (pool mode on, or no instraug keys).
+
+    Every step is logged with the trainer's own clock (`train_runtime` since the start of training)
+    and the tokens it consumed, so a run yields its mean step time (runtime / steps: every cost,
+    epoch boundaries included) and its median step time (robust to a burst of load on the machine).
+    """
     name = "pool_on" if pool else "pool_off"
     config = base_config(model, tmp / name, data_dir)
-    config.update(max_steps=steps, num_train_epochs=1000, logging_steps=steps, dataloader_num_workers=workers)
+    config.update(max_steps=steps, num_train_epochs=1000, logging_steps=1, dataloader_num_workers=workers,
+                  dataloader_persistent_workers=persistent, include_num_input_tokens_seen="all")
     if not pool:
         config = {k: v for k, v in config.items() if not k.startswith("instraug_")}
     path = tmp / f"{name}.yaml"
@@ -121,9 +132,20 @@ def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, pool: bo
     result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=REPO)
     if result.returncode != 0:
         raise RuntimeError(f"{name} run failed:\n{result.stderr[-3000:]}")
-    metrics = json.loads((tmp / name / "train_results.json").read_text())
-    return {"steps": steps, "train_runtime_s": metrics["train_runtime"],
-            "seconds_per_step": round(metrics["train_runtime"] / steps, 4)}
+    history = [entry for entry in json.loads((tmp / name / "trainer_state.json").read_text())["log_history"]
+               if "loss" in entry]
+    clock = [0.0] + [entry["train_runtime"] for entry in history]
+    durations = [b - a for a, b in pairwise(clock)]
+    first_epoch = [d for d, entry in zip(durations, history) if entry["epoch"] <= 1.0 + 1e-9]
+    later_epochs = durations[len(first_epoch):]
+    tokens = max(entry.get("num_input_tokens_seen", 0) for entry in history)
+    return {"steps": steps, "train_runtime_s": clock[-1],
+            "seconds_per_step": round(clock[-1] / steps, 4),
+            "median_step_seconds": round(statistics.median(durations), 4),
+            # the first epoch also learns each sample's media expansion (the lazy path's one-time cost)
+            "first_epoch_median_step_seconds": round(statistics.median(first_epoch), 4),
+            "later_epochs_median_step_seconds": round(statistics.median(later_epochs), 4) if later_epochs else None,
+            "tokens_per_step": round(tokens / steps, 1)}
 
 
 def live_refresh(tmp: Path, seeds: int) -> dict[str, Any]:
@@ -155,6 +177,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=0, help="dataloader_num_workers of both training runs")
+    parser.add_argument("--persistent-workers", action="store_true", help="dataloader_persistent_workers in both runs")
     parser.add_argument("--rows", type=int, default=100, help="training rows (the demo rows repeated)")
     parser.add_argument("--repeats", type=int, default=3, help="training runs per arm, interleaved off/on")
     parser.add_argument("--live-seeds", type=int, default=4)
@@ -172,17 +195,33 @@ def main() -> None:
             model = build_tiny_llava(tmp / "tiny_llava")
         report: dict[str, Any] = {"per_sample": per_sample_costs(model, tmp, data_dir, args.samples)}
         for pool in (False, True):  # warm-up pair, not counted: the first runs pay one-time costs
-            train_step_time(model, tmp, data_dir, 10, pool=pool, workers=args.workers)
-        runs: dict[str, list[float]] = {"pool_off": [], "pool_on": []}
-        for _ in range(args.repeats):  # interleaved pairs, so drift in machine load hits both arms alike
-            for pool, name in ((False, "pool_off"), (True, "pool_on")):
-                runs[name].append(train_step_time(model, tmp, data_dir, args.steps, pool=pool, workers=args.workers)["seconds_per_step"])
-        paired = [100 * (on - off) / off for off, on in zip(runs["pool_off"], runs["pool_on"])]
+            train_step_time(model, tmp, data_dir, 10, pool=pool, workers=args.workers, persistent=args.persistent_workers)
+        runs: dict[str, list[dict[str, float]]] = {"pool_off": [], "pool_on": []}
+        for repeat in range(args.repeats):  # interleaved pairs, alternating which arm goes first
+            order = ((False, "pool_off"), (True, "pool_on"))
+            for pool, name in order if repeat % 2 == 0 else order[::-1]:
+                runs[name].append(train_step_time(model, tmp, data_dir, args.steps, pool=pool, workers=args.workers,
+                                                  persistent=args.persistent_workers))
+
+        def overhead(metric: str) -> list[float]:
+            return [round(100 * (on[metric] - off[metric]) / off[metric], 2)
+                    for off, on in zip(runs["pool_off"], runs["pool_on"])]
+
         report["train_step"] = {
             "steps": args.steps, "rows": args.rows, "repeats": args.repeats, "workers": args.workers,
-            **{f"{name}_seconds_per_step": values for name, values in runs.items()},
-            "overhead_percent_per_pair": [round(x, 2) for x in paired],
-            "overhead_percent_median_of_pairs": round(statistics.median(paired), 2),
+            "persistent_workers": args.persistent_workers,
+            **{f"{name}_{metric}": [run[metric] for run in values] for name, values in runs.items()
+               for metric in ("seconds_per_step", "median_step_seconds", "first_epoch_median_step_seconds",
+                              "later_epochs_median_step_seconds", "tokens_per_step")},
+            "overhead_percent_per_pair": overhead("seconds_per_step"),
+            "overhead_percent_median_of_pairs": statistics.median(overhead("seconds_per_step")),
+            "median_step_overhead_percent_per_pair": overhead("median_step_seconds"),
+            "median_step_overhead_percent_median_of_pairs": statistics.median(overhead("median_step_seconds")),
+            "first_epoch_median_step_overhead_percent_per_pair": overhead("first_epoch_median_step_seconds"),
+            "later_epochs_median_step_overhead_percent_per_pair": overhead("later_epochs_median_step_seconds"),
+            "later_epochs_median_step_overhead_percent_median_of_pairs":
+                statistics.median(overhead("later_epochs_median_step_seconds")),
+            "tokens_per_step_change_percent": statistics.median(overhead("tokens_per_step")),
         }
         report["live"] = live_refresh(tmp, args.live_seeds)
     text = json.dumps(report, indent=2)

@@ -136,7 +136,6 @@ def test_other_python_processes_are_untouched() -> None:
     ({"packing": True}, {}, "sft", "packing: incompatible"),
     ({"streaming": True}, {}, "sft", "streaming: incompatible"),
     ({"tokenized_path": "/tmp/tok"}, {}, "sft", "tokenized_path: incompatible"),
-    ({}, {"dataloader_persistent_workers": True}, "sft", "dataloader_persistent_workers: incompatible"),
     ({}, {}, "dpo", "stage: sft only"),
 ])
 def test_unsupported_settings_are_rejected(data: dict, training: dict, stage: str, message: str) -> None:

@@ -115,11 +115,13 @@ def test_epoch_stats_reach_log_history_and_jsonl(pool_run: Path) -> None:
     assert [h["instraug/rewritten"] for h in history if "instraug/rewritten" in h] == [s["rewritten"] for s in stats]
 
 
+@pytest.mark.parametrize("persistent", [False, True], ids=["workers-per-epoch", "persistent-workers"])
 def test_rerun_with_two_workers_and_explicit_cli_rewrites_identically(
-    pool_run: Path, tmp_path: Path, tiny_llava: Path, data_dir: Path, offline_env: dict[str, str]
+    pool_run: Path, tmp_path: Path, tiny_llava: Path, data_dir: Path, offline_env: dict[str, str], persistent: bool
 ) -> None:
+    """Workers forked per epoch, or kept across epochs, read the epoch the callback publishes."""
     result, out = train(tmp_path, "workers", tiny_llava, data_dir, offline_env, cli="instraug-plugin",
-                        dataloader_num_workers=2)
+                        dataloader_num_workers=2, dataloader_persistent_workers=persistent)
     assert result.returncode == 0, result.stderr[-3000:]
     rerun = samples(out)
     assert len({Path(f).name for f in (out / "instraug_samples").iterdir()}) >= 2  # written by worker processes

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
 import re
 import sys
@@ -36,12 +37,30 @@ SAMPLES_DIR = "instraug_samples"
 IGNORE_INDEX = -100
 
 
-@dataclass
 class EpochState:
-    """Set by the callback in the main process; forked DataLoader workers inherit it each epoch."""
+    """The epoch the callback publishes in each rank's main process, in shared memory: DataLoader
+    workers, forked for each epoch or persistent across epochs, read the current value at every
+    fetch (the trainer calls `on_epoch_begin` before it starts the epoch's iterator)."""
 
-    epoch: int = 0
-    training: bool = False
+    def __init__(self) -> None:
+        self._epoch = multiprocessing.RawValue("q", 0)
+        self._training = multiprocessing.RawValue("b", 0)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.value = value
+
+    @property
+    def training(self) -> bool:
+        return bool(self._training.value)
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        self._training.value = int(value)
 
 
 @dataclass
@@ -145,10 +164,6 @@ def _check_supported(data_args: Any, training_args: Any, stage: str) -> None:
     ):
         if getattr(data_args, name, None):
             raise InstrAugError(f"{name}: incompatible with instraug_mode ({reason}); remove it or set instraug_mode: off")
-    if getattr(training_args, "dataloader_persistent_workers", False):
-        raise InstrAugError(
-            "dataloader_persistent_workers: incompatible with instraug_mode (workers must see each new epoch)"
-        )
     val_size = getattr(data_args, "val_size", 0) or 0
     version = llamafactory_version()
     if val_size > 0 and version is not None and version < SPLIT_BEFORE_PREPROCESS:
