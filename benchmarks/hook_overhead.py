@@ -1,7 +1,9 @@
 """Cost of on-the-fly instruction augmentation inside LLaMA-Factory, measured in one run.
 
 1. Per-sample hook cost (rewrite of the user turns) next to LLaMA-Factory's own tokenization cost
-   (`preprocess_dataset`, which the lazy hook also pays, once per sample per epoch).
+   (`preprocess_dataset`, which the lazy hook also pays, once per sample per epoch); then the data
+   path per training batch (LLaMA-Factory's dataset + collator, pool on vs off, first epoch and
+   later epochs), which is all the plugin adds to a step, set against the measured step time.
 2. Train-step time of the real `llamafactory-cli train` with pool mode on vs off (target <= 2%),
    on the demo rows repeated to `--rows` (100: 50 steps per epoch); after one uncounted warm-up
    pair, `--repeats` pairs run back to back (alternating which arm goes first). Per run: mean step
@@ -110,6 +112,67 @@ def per_sample_costs(model: Path, tmp: Path, data_dir: Path, n: int) -> dict[str
             "hook_vs_tokenize_percent": round(100 * hook / tokenize, 3)}
 
 
+def data_path_costs(model: Path, tmp: Path, data_dir: Path, epochs: int, repeats: int) -> dict[str, Any]:
+    """Milliseconds per training batch spent fetching and collating it, pool on vs off.
+
+    The plugin changes nothing in a step but its data path, so this is its whole cost per step,
+    measured without the model's compute and its noise: LLaMA-Factory's own training dataset
+    (pre-tokenized, or lazy with the hook) and collator, iterated in this process for `epochs`
+    epochs, `repeats` times per arm, alternating. The first epoch of a pool-on run also learns
+    each sample's media expansion; later epochs reuse it.
+    """
+    import torch
+    from llamafactory.data import SFTDataCollatorWith4DAttentionMask, get_template_and_fix_tokenizer, loader
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+    from torch.utils.data import DataLoader
+
+    from instraug_plugin.integrations.llamafactory import hook
+    from instraug_plugin.integrations.llamafactory.config import split_args
+
+    config, rest = split_args(base_config(model, tmp / "data_path", data_dir))
+    assert config is not None and isinstance(rest, dict)
+    model_args, data_args, training_args, _, _ = get_train_args(rest)
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    collator = SFTDataCollatorWith4DAttentionMask(template=template, model=None, pad_to_multiple_of=8,
+                                                  label_pad_token_id=-100, **tokenizer_module)
+    hook.install()  # inert while hook.SESSION is None: that is the pool-off arm
+
+    def run(pool: bool) -> list[float]:
+        template.mm_plugin.__dict__.pop("process_messages", None)  # a fresh media cache per run
+        session = hook.start_session(config, 42)
+        hook.SESSION = session if pool else None
+        try:
+            dataset = loader.get_dataset(template, model_args, data_args, training_args, "sft",
+                                         **tokenizer_module)["train_dataset"]
+        finally:
+            hook.SESSION = None
+        per_epoch = []
+        for epoch in range(epochs):
+            session.state.epoch = epoch
+            batches = DataLoader(dataset, batch_size=training_args.per_device_train_batch_size, shuffle=True,
+                                 collate_fn=collator, generator=torch.Generator().manual_seed(epoch))
+            started = time.perf_counter()
+            for _ in batches:
+                pass
+            per_epoch.append(1000 * (time.perf_counter() - started) / len(batches))
+        return per_epoch
+
+    runs: dict[str, list[list[float]]] = {"pool_off": [], "pool_on": []}
+    for _ in range(repeats):
+        for pool, name in ((False, "pool_off"), (True, "pool_on")):
+            runs[name].append(run(pool))
+    first = {name: statistics.median(r[0] for r in values) for name, values in runs.items()}
+    later = {name: statistics.median(ms for r in values for ms in r[1:]) for name, values in runs.items()}
+    return {
+        "epochs": epochs, "repeats": repeats,
+        **{f"{name}_ms_per_batch_per_epoch": [[round(ms, 3) for ms in r] for r in values] for name, values in runs.items()},
+        "first_epoch_extra_ms_per_batch": round(first["pool_on"] - first["pool_off"], 3),
+        "later_epochs_extra_ms_per_batch": round(later["pool_on"] - later["pool_off"], 3),
+    }
+
+
 def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, pool: bool, workers: int,
                     persistent: bool = False) -> dict[str, float]:
     """Seconds per optimizer step of a real training run (pool mode on, or no instraug keys).
@@ -193,7 +256,8 @@ def main() -> None:
             from tiny_llava import build_tiny_llava
 
             model = build_tiny_llava(tmp / "tiny_llava")
-        report: dict[str, Any] = {"per_sample": per_sample_costs(model, tmp, data_dir, args.samples)}
+        report: dict[str, Any] = {"per_sample": per_sample_costs(model, tmp, data_dir, args.samples),
+                                  "data_path": data_path_costs(model, tmp, data_dir, epochs=3, repeats=args.repeats)}
         for pool in (False, True):  # warm-up pair, not counted: the first runs pay one-time costs
             train_step_time(model, tmp, data_dir, 10, pool=pool, workers=args.workers, persistent=args.persistent_workers)
         runs: dict[str, list[dict[str, float]]] = {"pool_off": [], "pool_on": []}
@@ -222,6 +286,13 @@ def main() -> None:
             "later_epochs_median_step_overhead_percent_median_of_pairs":
                 statistics.median(overhead("later_epochs_median_step_seconds")),
             "tokens_per_step_change_percent": statistics.median(overhead("tokens_per_step")),
+        }
+        step_ms = 1000 * statistics.median(run["median_step_seconds"] for run in runs["pool_off"])
+        data_path = report["data_path"]
+        report["overhead_from_data_path"] = {  # the plugin's cost per step over the pool-off step time
+            "pool_off_median_step_ms": round(step_ms, 2),
+            "first_epoch_percent": round(100 * data_path["first_epoch_extra_ms_per_batch"] / step_ms, 2),
+            "later_epochs_percent": round(100 * data_path["later_epochs_extra_ms_per_batch"] / step_ms, 2),
         }
         report["live"] = live_refresh(tmp, args.live_seeds)
     text = json.dumps(report, indent=2)
