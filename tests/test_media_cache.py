@@ -82,3 +82,26 @@ def test_media_that_are_not_paths_are_not_cached(llava) -> None:
     for _ in range(2):
         cache.process_messages(_messages("<image> what colour?", "Red."), [image], [], [], processor)
     assert cache.hits == 0 and cache.misses == 2
+
+
+@pytest.mark.parametrize("num_proc", [None, 2])
+def test_priming_learns_every_row_before_training(llava, num_proc: int | None) -> None:
+    """After `prime` (in this process or in 2 `datasets.map` workers), the first wording seen in
+    training already skips the plugin, and gives exactly the plugin's output."""
+    from datasets import Dataset
+
+    plugin, processor = llava
+    original = plugin.process_messages
+    images = sorted(str(p) for p in IMAGES.glob("*.png"))
+    rows = [
+        {"_prompt": _messages(f"<image>\nWhat colour is shape {i}?"), "_response": [{"role": "assistant", "content": "Red."}],
+         "_images": [image], "_videos": None, "_audios": None}
+        for i, image in enumerate(images)
+    ] + [{"_prompt": _messages("No picture here."), "_response": [{"role": "assistant", "content": "Ok."}],
+          "_images": None, "_videos": None, "_audios": None}]
+    cache = MediaExpansionCache(plugin)
+    assert cache.prime(Dataset.from_list(rows), processor, num_proc, load_from_cache_file=False) == len(images)
+    for image in images:
+        reworded = _messages("Name the colour of the shape in <image>, please.", "Red.")
+        assert cache.process_messages(reworded, [image], [], [], processor) == original(reworded, [image], [], [], processor)
+    assert (cache.hits, cache.misses) == (len(images), 0)

@@ -232,7 +232,8 @@ def _patched_preprocess(original: Any) -> Any:
         session.output_dir = training_args.output_dir
         image_token = getattr(template.mm_plugin, "image_token", None)
         image_token_id = tokenizer.convert_tokens_to_ids(image_token) if image_token else None
-        MediaExpansionCache.install(template.mm_plugin, media_placeholders())
+        media = MediaExpansionCache.install(template.mm_plugin, media_placeholders())
+        media.prime(dataset, processor, data_args.preprocessing_num_workers, not data_args.overwrite_cache)
         lazy = dataset.with_transform(LazyTransform(session, dataset_processor, image_token_id))
         if training_args.should_log and kwargs.get("print_example", True):  # newer releases add that flag
             print("training example (instraug: tokenized lazily, wording varies per epoch):")

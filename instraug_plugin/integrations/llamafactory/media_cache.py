@@ -43,6 +43,45 @@ class MediaExpansionCache:
         plugin.process_messages = cache.process_messages
         return cache
 
+    def prime(self, dataset: Any, processor: Any, num_proc: int | None, load_from_cache_file: bool) -> int:
+        """Learn every row's media expansion before training; returns how many rows were learned.
+
+        Runs the plugin once per row of the aligned `dataset` (columns `_prompt`, `_response`,
+        `_images`, `_videos`, `_audios`) in `num_proc` processes with `datasets.map`, as
+        LLaMA-Factory's own preprocessing does, so the first epoch is as cheap as the later ones and
+        DataLoader workers, forked after this, start with every expansion.
+        """
+        columns = ["_prompt", "_response", "_images", "_videos", "_audios"]
+        learned = dataset.select_columns(columns).map(
+            self._learn_rows, fn_kwargs={"processor": processor}, batched=True, num_proc=num_proc,
+            remove_columns=columns, load_from_cache_file=load_from_cache_file,
+            desc="instraug: learning media expansions",
+        )
+        primed = 0
+        for batch in learned.iter(batch_size=1000):
+            for key, flat in zip(batch["key"], batch["expansions"]):
+                if key is not None and flat is not None and key not in self._expansions:
+                    self._expansions[key] = tuple(
+                        (flat[i], self._interned.setdefault(flat[i + 1], flat[i + 1])) for i in range(0, len(flat), 2)
+                    )
+                    primed += 1
+        return primed
+
+    def _learn_rows(self, batch: dict[str, list[Any]], processor: Any) -> dict[str, list[Any]]:
+        """`datasets.map` body: (media key, flattened expansions or None) per row."""
+        keys, flats = [], []
+        for prompt, response, images, videos, audios in zip(
+            batch["_prompt"], batch["_response"], batch["_images"], batch["_videos"], batch["_audios"]
+        ):
+            messages = prompt + response
+            key = _media_key(images, videos, audios)
+            expansions = None
+            if key is not None:
+                expansions = self._learn(messages, self.original(messages, images or [], videos or [], audios or [], processor))
+            keys.append(key)
+            flats.append([text for pair in expansions for text in pair] if expansions else None)
+        return {"key": keys, "expansions": flats}
+
     def process_messages(self, messages: list[dict[str, str]], images: list[Any], videos: list[Any],
                          audios: list[Any], processor: Any) -> list[dict[str, str]]:
         key = _media_key(images, videos, audios)
