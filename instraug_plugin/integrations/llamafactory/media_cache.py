@@ -3,9 +3,11 @@
 Lazy per-epoch tokenization calls `mm_plugin.process_messages` for every sample every epoch, and
 most plugins run the image processor there only to learn how many tokens each `<image>` becomes.
 That expansion depends on the media, never on the instruction wording, and a rewrite never touches
-a placeholder. So the first call for a sample's media learns the expansion of each placeholder from
-the plugin's own output, and later calls (the next epochs, other wordings) splice the same strings
-in. A plugin output that does not split unambiguously into "the input with each placeholder
+a placeholder. So the expansion of each placeholder is learned from the plugin's own output, once
+per sample's media, and later calls (every epoch, any wording) splice the same strings in. The hook
+learns them all before training (`prime`, a `datasets.map` over LLaMA-Factory's preprocessing
+workers, like its own tokenization pass); a sample it could not learn there is learned on its first
+call. A plugin output that does not split unambiguously into "the input with each placeholder
 replaced" (a plugin that edits text elsewhere, adjacent placeholders, media that are not paths) is
 never cached: those samples keep going through the plugin.
 """
