@@ -79,8 +79,7 @@ def decode(
     cache = DynamicCache(config=model.config)
     mask = torch.zeros((len(prompts), 0), dtype=torch.long, device=device)
     if max(prefix_lengths) > 0:
-        first_rows = {group: row for row, group in reversed(list(enumerate(row_group)))}
-        prefixes = [prompts[first_rows[g]][:n] for g, n in enumerate(prefix_lengths)]
+        prefixes = [prompts[row_group.index(g)][:n] for g, n in enumerate(prefix_lengths)]
         ids, prefix_mask = _left_padded(prefixes, pad_id, device)
         model(input_ids=ids, attention_mask=prefix_mask, position_ids=_positions(prefix_mask, ids.shape[1]),
               past_key_values=cache, use_cache=True, logits_to_keep=1)

@@ -53,6 +53,8 @@ class MediaExpansionCache:
         LLaMA-Factory's own preprocessing does, so the first epoch is as cheap as the later ones and
         DataLoader workers, forked after this, start with every expansion.
         """
+        if not any(getattr(self.plugin, f"{kind}_token", None) for kind in PLACEHOLDERS):
+            return 0  # a text-only template: nothing to expand
         columns = ["_prompt", "_response", "_images", "_videos", "_audios"]
         learned = dataset.select_columns(columns).map(
             self._learn_rows, fn_kwargs={"processor": processor}, batched=True, num_proc=num_proc,
@@ -62,10 +64,8 @@ class MediaExpansionCache:
         primed = 0
         for batch in learned.iter(batch_size=1000):
             for key, flat in zip(batch["key"], batch["expansions"]):
-                if key is not None and flat is not None and key not in self._expansions:
-                    self._expansions[key] = tuple(
-                        (flat[i], self._interned.setdefault(flat[i + 1], flat[i + 1])) for i in range(0, len(flat), 2)
-                    )
+                if key is not None and flat and key not in self._expansions:
+                    self._remember(key, list(zip(flat[0::2], flat[1::2])))
                     primed += 1
         return primed
 
@@ -76,7 +76,7 @@ class MediaExpansionCache:
             batch["_prompt"], batch["_response"], batch["_images"], batch["_videos"], batch["_audios"]
         ):
             messages = prompt + response
-            key = _media_key(images, videos, audios)
+            key = _media_key(images, videos, audios) if images or videos or audios else None
             expansions = None
             if key is not None:
                 expansions = self._learn(messages, self.original(messages, images or [], videos or [], audios or [], processor))
@@ -96,11 +96,14 @@ class MediaExpansionCache:
         out = self.original(messages, images, videos, audios, processor)
         self.misses += 1
         if key is not None and learned is None:
-            expansions = self._learn(messages, out)
-            self._expansions[key] = (
-                tuple((p, self._interned.setdefault(text, text)) for p, text in expansions) if expansions else ()
-            )
+            self._remember(key, self._learn(messages, out))
         return out
+
+    def _remember(self, key: bytes, expansions: list[tuple[str, str]] | None) -> None:
+        """Keep a media key's expansions (each distinct string once); none learned: never cached."""
+        self._expansions[key] = (
+            tuple((p, self._interned.setdefault(text, text)) for p, text in expansions) if expansions else _UNCACHEABLE
+        )
 
     def _learn(self, before: list[dict[str, str]], after: list[dict[str, str]]) -> list[tuple[str, str]] | None:
         """Each placeholder's expansion, in order of appearance; None when the output is not that shape."""
