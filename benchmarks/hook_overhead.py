@@ -5,15 +5,19 @@
    path per training batch (LLaMA-Factory's dataset + collator, pool on vs off, first epoch and
    later epochs), which is all the plugin adds to a step, set against the measured step time.
 2. Train-step time of the real `llamafactory-cli train` with pool mode on vs off (target <= 2%),
-   on the demo rows repeated to `--rows` (100: 50 steps per epoch); after one uncounted warm-up
-   pair, `--repeats` pairs run back to back (alternating which arm goes first). Per run: mean step
-   time (runtime / steps) and median step time (from the trainer's per-step clock); the overhead
-   is the median over the pairs of each. Tokens per step are reported too: a paraphrase may be
-   longer or shorter than the original wording, which changes the work of a step.
+   on the demo rows made unique and repeated to `--rows` (100: 50 steps per epoch). Three arms:
+   no instraug keys (`pool_off`), the example's pool mode (`pool_on`, epsilon 0.3), and pool mode
+   with epsilon 1 (`pool_on_original`: every sample goes through the lazy path and keeps its
+   wording, so it trains on exactly the tokens of `pool_off` and isolates the mechanism's cost
+   from the paraphrases' length). After one uncounted warm-up round, `--repeats` rounds run back
+   to back, each arm once per round, the order rotating. Per run: mean step time (runtime / steps)
+   and median step time (the trainer's per-step clock); per arm, the median over all its steps of
+   all rounds, with a bootstrap 95% interval of its ratio to `pool_off`. Tokens per step are
+   reported too: a paraphrase may be longer or shorter than the original wording.
 3. Live mode: one pool refresh with the real SmolLM2 rewriter (4-bit bitsandbytes on CPU, or on
    the GPU when there is one): refresh time and the rewriter's peak memory.
 
-Usage: python benchmarks/hook_overhead.py [--model DIR] [--steps 100] [--rows 100] [--repeats 3] [--workers N [--persistent-workers]] [--out results.json]
+Usage: python benchmarks/hook_overhead.py [--model DIR] [--steps 100] [--rows 100] [--repeats 6] [--workers N [--persistent-workers]] [--out results.json]
 Without --model, the tiny offline LLaVA of tests/tiny_llava.py is built in a temporary directory.
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -46,8 +51,10 @@ def base_config(model: Path, out: Path, data_dir: Path) -> dict[str, Any]:
 
 def replicated_demo(tmp: Path, rows: int) -> Path:
     """A dataset_dir whose `instraug_demo` holds the demo rows repeated to `rows` rows, so an epoch
-    spans many steps as in real training; every row gets image paths of its own (links to the demo
-    images), so no media work is shared between rows of one epoch."""
+    spans many steps as in real training. Every row is its own as in a real dataset: image paths of
+    its own (links to the demo images), so no media work is shared between rows, and its own text
+    (its number after each user turn's instruction, which keeps the pool match, and after each
+    answer), so no tokenization is shared between rows either."""
     data = tmp / "data"
     images = data / "instraug_demo" / "images"
     images.mkdir(parents=True)
@@ -55,6 +62,8 @@ def replicated_demo(tmp: Path, rows: int) -> Path:
     out = []
     for i in range(rows):
         row = dict(demo[i % len(demo)])
+        row["messages"] = [{**m, "content": m["content"] + (f"\nSample {i}." if m["role"] == "user" else f" ({i})")}
+                           for m in row["messages"]]
         linked = []
         for j, image in enumerate(row.get("images") or []):
             link = images / f"row{i}_{j}{Path(image).suffix}"
@@ -75,6 +84,7 @@ def per_sample_costs(model: Path, tmp: Path, data_dir: Path, n: int) -> dict[str
     from llamafactory.model import load_tokenizer
 
     from instraug_plugin.integrations.llamafactory.config import split_args
+    from instraug_plugin.integrations.llamafactory.encode_cache import with_encode_cache
     from instraug_plugin.integrations.llamafactory.hook import (
         media_placeholders,
         rewrite_messages,
@@ -100,15 +110,17 @@ def per_sample_costs(model: Path, tmp: Path, data_dir: Path, n: int) -> dict[str
     started = time.perf_counter()
     processor.preprocess_dataset(batch)
     tokenize = (time.perf_counter() - started) / n
-    # What the lazy path pays from a sample's second epoch on: the media expansion is reused.
+    # What the lazy path pays per sample and epoch: the media expansion is learned before training
+    # and reused, and the ids of recurring strings (the system prompt) come from the encode cache.
     MediaExpansionCache.install(template.mm_plugin, media_placeholders())
     processor.preprocess_dataset(batch)
+    lazy_processor = with_encode_cache(processor)
     started = time.perf_counter()
-    processor.preprocess_dataset(batch)
+    lazy_processor.preprocess_dataset(batch)
     cached = (time.perf_counter() - started) / n
     return {"samples": n, "hook_us_per_sample": round(hook * 1e6, 2),
             "llamafactory_tokenize_us_per_sample": round(tokenize * 1e6, 2),
-            "llamafactory_tokenize_media_cached_us_per_sample": round(cached * 1e6, 2),
+            "llamafactory_tokenize_lazy_path_us_per_sample": round(cached * 1e6, 2),
             "hook_vs_tokenize_percent": round(100 * hook / tokenize, 3)}
 
 
@@ -173,29 +185,36 @@ def data_path_costs(model: Path, tmp: Path, data_dir: Path, epochs: int, repeats
     }
 
 
-def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, pool: bool, workers: int,
-                    persistent: bool = False) -> dict[str, float]:
-    """Seconds per optimizer step of a real training run (pool mode on, or no instraug keys).
+ARMS = {"pool_off": None, "pool_on": {}, "pool_on_original": {"instraug_epsilon": 1.0}}  # instraug keys per arm
+
+
+def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, arm: str, workers: int,
+                    persistent: bool = False) -> dict[str, Any]:
+    """Per-step seconds of a real training run of one arm (`ARMS`: no instraug keys, or the
+    example's keys with these overrides).
 
     Every step is logged with the trainer's own clock (`train_runtime` since the start of training)
     and the tokens it consumed, so a run yields its mean step time (runtime / steps: every cost,
-    epoch boundaries included) and its median step time (robust to a burst of load on the machine).
+    epoch boundaries included), its median step time (robust to a burst of load on the machine)
+    and every step's duration.
     """
-    name = "pool_on" if pool else "pool_off"
-    config = base_config(model, tmp / name, data_dir)
+    config = base_config(model, tmp / arm, data_dir)
     config.update(max_steps=steps, num_train_epochs=1000, logging_steps=1, dataloader_num_workers=workers,
                   dataloader_persistent_workers=persistent, include_num_input_tokens_seen="all")
-    if not pool:
+    overrides = ARMS[arm]
+    if overrides is None:
         config = {k: v for k, v in config.items() if not k.startswith("instraug_")}
-    path = tmp / f"{name}.yaml"
+    else:
+        config.update(overrides)
+    path = tmp / f"{arm}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.environ.get("HF_HOME", str(tmp / "hf_home"))}
     # The explicit launcher patches LLaMA-Factory exactly like the startup hook does.
     command = [str(Path(sys.executable).with_name("instraug-plugin")), "train", str(path)]
     result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=REPO)
     if result.returncode != 0:
-        raise RuntimeError(f"{name} run failed:\n{result.stderr[-3000:]}")
-    history = [entry for entry in json.loads((tmp / name / "trainer_state.json").read_text())["log_history"]
+        raise RuntimeError(f"{arm} run failed:\n{result.stderr[-3000:]}")
+    history = [entry for entry in json.loads((tmp / arm / "trainer_state.json").read_text())["log_history"]
                if "loss" in entry]
     clock = [0.0] + [entry["train_runtime"] for entry in history]
     durations = [b - a for a, b in pairwise(clock)]
@@ -205,10 +224,49 @@ def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, pool: bo
     return {"steps": steps, "train_runtime_s": clock[-1],
             "seconds_per_step": round(clock[-1] / steps, 4),
             "median_step_seconds": round(statistics.median(durations), 4),
-            # the first epoch also learns each sample's media expansion (the lazy path's one-time cost)
             "first_epoch_median_step_seconds": round(statistics.median(first_epoch), 4),
             "later_epochs_median_step_seconds": round(statistics.median(later_epochs), 4) if later_epochs else None,
-            "tokens_per_step": round(tokens / steps, 1)}
+            "tokens_per_step": round(tokens / steps, 1),
+            "step_seconds": durations}
+
+
+def median_ratio_interval(base: list[float], other: list[float], draws: int = 2000) -> tuple[float, float, float]:
+    """Percent change of median(other) over median(base), with a bootstrap 95% interval."""
+    rng = random.Random(0)
+    point = 100 * (statistics.median(other) / statistics.median(base) - 1)
+    changes = sorted(100 * (statistics.median(rng.choices(other, k=len(other)))
+                            / statistics.median(rng.choices(base, k=len(base))) - 1) for _ in range(draws))
+    return round(point, 2), round(changes[int(0.025 * draws)], 2), round(changes[int(0.975 * draws) - 1], 2)
+
+
+def train_step_report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Each instraug arm against `pool_off`: per round, median over rounds, and over all steps pooled."""
+    base = runs["pool_off"]
+
+    def change(arm: str, metric: str) -> list[float]:
+        return [round(100 * (on[metric] - off[metric]) / off[metric], 2) for off, on in zip(base, runs[arm])]
+
+    report: dict[str, Any] = {
+        f"{arm}_{metric}": [run[metric] for run in values] for arm, values in runs.items()
+        for metric in ("seconds_per_step", "median_step_seconds", "first_epoch_median_step_seconds",
+                       "later_epochs_median_step_seconds", "tokens_per_step")
+    }
+    pooled_base = [d for run in base for d in run["step_seconds"]]
+    for arm in runs:
+        if arm == "pool_off":
+            continue
+        pooled = [d for run in runs[arm] for d in run["step_seconds"]]
+        point, low, high = median_ratio_interval(pooled_base, pooled)
+        report |= {
+            f"{arm}_overhead_percent_per_round": change(arm, "seconds_per_step"),
+            f"{arm}_overhead_percent_median_of_rounds": statistics.median(change(arm, "seconds_per_step")),
+            f"{arm}_median_step_overhead_percent_per_round": change(arm, "median_step_seconds"),
+            f"{arm}_median_step_overhead_percent_median_of_rounds": statistics.median(change(arm, "median_step_seconds")),
+            f"{arm}_pooled_median_step_overhead_percent": point,
+            f"{arm}_pooled_median_step_overhead_percent_95ci": [low, high],
+            f"{arm}_tokens_per_step_change_percent": statistics.median(change(arm, "tokens_per_step")),
+        }
+    return report
 
 
 def live_refresh(tmp: Path, seeds: int) -> dict[str, Any]:
@@ -242,7 +300,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="dataloader_num_workers of both training runs")
     parser.add_argument("--persistent-workers", action="store_true", help="dataloader_persistent_workers in both runs")
     parser.add_argument("--rows", type=int, default=100, help="training rows (the demo rows repeated)")
-    parser.add_argument("--repeats", type=int, default=3, help="training runs per arm, interleaved off/on")
+    parser.add_argument("--repeats", type=int, default=6, help="rounds of training runs (each arm once per round)")
     parser.add_argument("--live-seeds", type=int, default=4)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -258,36 +316,18 @@ def main() -> None:
             model = build_tiny_llava(tmp / "tiny_llava")
         report: dict[str, Any] = {"per_sample": per_sample_costs(model, tmp, data_dir, args.samples),
                                   "data_path": data_path_costs(model, tmp, data_dir, epochs=3, repeats=args.repeats)}
-        for pool in (False, True):  # warm-up pair, not counted: the first runs pay one-time costs
-            train_step_time(model, tmp, data_dir, 10, pool=pool, workers=args.workers, persistent=args.persistent_workers)
-        runs: dict[str, list[dict[str, float]]] = {"pool_off": [], "pool_on": []}
-        for repeat in range(args.repeats):  # interleaved pairs, alternating which arm goes first
-            order = ((False, "pool_off"), (True, "pool_on"))
-            for pool, name in order if repeat % 2 == 0 else order[::-1]:
-                runs[name].append(train_step_time(model, tmp, data_dir, args.steps, pool=pool, workers=args.workers,
-                                                  persistent=args.persistent_workers))
-
-        def overhead(metric: str) -> list[float]:
-            return [round(100 * (on[metric] - off[metric]) / off[metric], 2)
-                    for off, on in zip(runs["pool_off"], runs["pool_on"])]
-
-        report["train_step"] = {
-            "steps": args.steps, "rows": args.rows, "repeats": args.repeats, "workers": args.workers,
-            "persistent_workers": args.persistent_workers,
-            **{f"{name}_{metric}": [run[metric] for run in values] for name, values in runs.items()
-               for metric in ("seconds_per_step", "median_step_seconds", "first_epoch_median_step_seconds",
-                              "later_epochs_median_step_seconds", "tokens_per_step")},
-            "overhead_percent_per_pair": overhead("seconds_per_step"),
-            "overhead_percent_median_of_pairs": statistics.median(overhead("seconds_per_step")),
-            "median_step_overhead_percent_per_pair": overhead("median_step_seconds"),
-            "median_step_overhead_percent_median_of_pairs": statistics.median(overhead("median_step_seconds")),
-            "first_epoch_median_step_overhead_percent_per_pair": overhead("first_epoch_median_step_seconds"),
-            "later_epochs_median_step_overhead_percent_per_pair": overhead("later_epochs_median_step_seconds"),
-            "later_epochs_median_step_overhead_percent_median_of_pairs":
-                statistics.median(overhead("later_epochs_median_step_seconds")),
-            "tokens_per_step_change_percent": statistics.median(overhead("tokens_per_step")),
-        }
-        step_ms = 1000 * statistics.median(run["median_step_seconds"] for run in runs["pool_off"])
+        arms = list(ARMS)
+        for arm in arms:  # a warm-up round, not counted: the first runs pay one-time costs
+            train_step_time(model, tmp, data_dir, 10, arm, workers=args.workers, persistent=args.persistent_workers)
+        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+        for repeat in range(args.repeats):  # rounds, the order of the arms rotating
+            for arm in arms[repeat % len(arms):] + arms[:repeat % len(arms)]:
+                runs[arm].append(train_step_time(model, tmp, data_dir, args.steps, arm, workers=args.workers,
+                                                 persistent=args.persistent_workers))
+        report["train_step"] = {"steps": args.steps, "rows": args.rows, "repeats": args.repeats,
+                                "workers": args.workers, "persistent_workers": args.persistent_workers,
+                                **train_step_report(runs)}
+        step_ms = 1000 * statistics.median(d for run in runs["pool_off"] for d in run["step_seconds"])
         data_path = report["data_path"]
         report["overhead_from_data_path"] = {  # the plugin's cost per step over the pool-off step time
             "pool_off_median_step_ms": round(step_ms, 2),

@@ -25,6 +25,7 @@ from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
 from instraug_plugin.core.sampling import InstructionRewriter, rewrite_messages
 from instraug_plugin.integrations.llamafactory.config import InstrAugConfig, split_args
+from instraug_plugin.integrations.llamafactory.encode_cache import with_encode_cache
 from instraug_plugin.integrations.llamafactory.media_cache import MediaExpansionCache
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ class LazyTransform:
         self.rewriter = session.rewriter
         self.all_turns = session.config.turns == "all"
         self.state = session.state
-        self.processor = processor
+        self.processor = with_encode_cache(processor)  # LLaMA-Factory's own, recurring strings' ids cached
         self.image_token_id = image_token_id
         self.sample_dir = Path(session.output_dir) / SAMPLES_DIR if session.config.log_samples else None
 
