@@ -4,17 +4,14 @@
    (`preprocess_dataset`, which the lazy hook also pays, once per sample per epoch); then the data
    path per training batch (LLaMA-Factory's dataset + collator, pool on vs off, first epoch and
    later epochs), which is all the plugin adds to a step, set against the measured step time.
-2. Train-step time of the real `llamafactory-cli train` with pool mode on vs off (target <= 2%),
-   on the demo rows made unique and repeated to `--rows` (100: 50 steps per epoch). Three arms:
-   no instraug keys (`pool_off`), the example's pool mode (`pool_on`, epsilon 0.3), and pool mode
+2. Train-step time of real LLaMA-Factory training with pool mode on vs off (target <= 2%), on the
+   demo rows made unique and repeated to `--rows` (100: 50 steps per epoch). Three arms: no
+   instraug keys (`pool_off`), the example's pool mode (`pool_on`, epsilon 0.3), and pool mode
    with epsilon 1 (`pool_on_original`: every sample goes through the lazy path and keeps its
-   wording, so it trains on exactly the tokens of `pool_off` and isolates the mechanism's cost
-   from the paraphrases' length). After one uncounted warm-up round, `--repeats` rounds run back
-   to back, each arm once per round, the order rotating. Per run: mean step time (runtime / steps)
-   and median step time (the trainer's per-step clock); per arm, the median over all steps of all
-   rounds of the step's time over the same step's time in `pool_off` (the same batch: same seed),
-   with a bootstrap 95% interval. Tokens per step are reported too: a paraphrase may be longer or
-   shorter than the original wording.
+   wording, so it trains on exactly the tokens of `pool_off` and isolates the mechanism's cost).
+   After one uncounted warm-up round, `--repeats` rounds run back to back, each arm once per round,
+   the order rotating. Every step is clocked in two phases (`step_phases.py`: compute, and between
+   steps); a run's overhead is taken against its own compute time (see `train_step_report`).
 3. Live mode: one pool refresh with the real SmolLM2 rewriter (4-bit bitsandbytes on CPU, or on
    the GPU when there is one): refresh time and the rewriter's peak memory.
 
@@ -27,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -191,13 +187,9 @@ ARMS = {"pool_off": None, "pool_on": {}, "pool_on_original": {"instraug_epsilon"
 
 def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, arm: str, workers: int,
                     persistent: bool = False) -> dict[str, Any]:
-    """Per-step seconds of a real training run of one arm (`ARMS`: no instraug keys, or the
-    example's keys with these overrides).
-
-    Every step is logged with the trainer's own clock (`train_runtime` since the start of training)
-    and the tokens it consumed, so a run yields its mean step time (runtime / steps: every cost,
-    epoch boundaries included), its median step time (robust to a burst of load on the machine)
-    and every step's duration.
+    """One real training run of an arm (`ARMS`: no instraug keys, or the example's keys with these
+    overrides), each step clocked in two phases by `step_phases.py`: compute (forward, backward,
+    optimizer) and between steps (logging, the next batch's fetch and collation, epoch boundaries).
     """
     config = base_config(model, tmp / arm, data_dir)
     config.update(max_steps=steps, num_train_epochs=1000, logging_steps=1, dataloader_num_workers=workers,
@@ -207,69 +199,60 @@ def train_step_time(model: Path, tmp: Path, data_dir: Path, steps: int, arm: str
         config = {k: v for k, v in config.items() if not k.startswith("instraug_")}
     else:
         config.update(overrides)
-    path = tmp / f"{arm}.yaml"
+    path, phases = tmp / f"{arm}.yaml", tmp / f"{arm}_phases.json"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": os.environ.get("HF_HOME", str(tmp / "hf_home"))}
-    # The explicit launcher patches LLaMA-Factory exactly like the startup hook does.
-    command = [str(Path(sys.executable).with_name("instraug-plugin")), "train", str(path)]
+    command = [sys.executable, str(REPO / "benchmarks" / "step_phases.py"), str(path), str(phases)]
     result = subprocess.run(command, check=False, capture_output=True, text=True, env=env, cwd=REPO)
     if result.returncode != 0:
         raise RuntimeError(f"{arm} run failed:\n{result.stderr[-3000:]}")
-    history = [entry for entry in json.loads((tmp / arm / "trainer_state.json").read_text())["log_history"]
-               if "loss" in entry]
-    clock = [0.0] + [entry["train_runtime"] for entry in history]
-    durations = [b - a for a, b in pairwise(clock)]
-    first_epoch = [d for d, entry in zip(durations, history) if entry["epoch"] <= 1.0 + 1e-9]
-    later_epochs = durations[len(first_epoch):]
-    tokens = max(entry.get("num_input_tokens_seen", 0) for entry in history)
-    return {"steps": steps, "train_runtime_s": clock[-1],
-            "seconds_per_step": round(clock[-1] / steps, 4),
-            "median_step_seconds": round(statistics.median(durations), 4),
-            "first_epoch_median_step_seconds": round(statistics.median(first_epoch), 4),
-            "later_epochs_median_step_seconds": round(statistics.median(later_epochs), 4) if later_epochs else None,
-            "tokens_per_step": round(tokens / steps, 1),
-            "step_seconds": durations}
-
-
-def median_change_interval(ratios: list[float], draws: int = 2000) -> tuple[float, float, float]:
-    """Percent change given by the median of `ratios`, with a bootstrap 95% interval."""
-    rng = random.Random(0)
-    changes = sorted(100 * (statistics.median(rng.choices(ratios, k=len(ratios))) - 1) for _ in range(draws))
-    return (round(100 * (statistics.median(ratios) - 1), 2), round(changes[int(0.025 * draws)], 2),
-            round(changes[int(0.975 * draws) - 1], 2))
+    clock = json.loads(phases.read_text())
+    begins, ends = clock["step_begins"], clock["step_ends"]
+    compute = [end - begin for begin, end in zip(begins, ends)][:-1]
+    cycles = [b - a for a, b in pairwise(begins)]  # step i's compute, then what precedes step i + 1
+    history = json.loads((tmp / arm / "trainer_state.json").read_text())["log_history"]
+    tokens = max(entry.get("num_input_tokens_seen", 0) for entry in history if "loss" in entry)
+    return {"steps": steps,
+            "seconds_per_step": round(statistics.fmean(cycles), 5),
+            "compute_median_ms": round(1000 * statistics.median(compute), 3),
+            "between_steps_mean_ms": round(1000 * statistics.fmean(c - d for c, d in zip(cycles, compute)), 3),
+            "step_over_compute": sum(cycles) / sum(compute),
+            "tokens_per_step": round(tokens / steps, 1)}
 
 
 def train_step_report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Each instraug arm against `pool_off`: whole runs per round, and step by step.
+    """Each instraug arm against `pool_off`, round by round.
 
-    All arms train on the same batches in the same order (same seed, same sampler), so step i of a
-    round is the same work in every arm but for the wording: the ratio of step i's time in an arm
-    to step i's time in `pool_off` of the same round removes the batch-to-batch spread from the
-    comparison. The median of those paired ratios over all steps of all rounds, with a bootstrap
-    interval, is the step-level overhead; the whole-run change (runtime / steps) also counts what
-    happens between steps (epoch boundaries).
+    The plugin changes nothing in a step's compute, only what happens between steps, while this
+    machine's speed drifts by tens of percent between runs minutes apart. So the overhead of a run
+    is measured against its own compute time: a run's step time over its compute time, pool on
+    over pool off, minus one. That is the step-time overhead when the compute is the same work
+    (`pool_on_original` trains on exactly `pool_off`'s tokens), and cancels a drift that slows a
+    whole run. The compute times themselves are compared too (the plugin must not slow them), and
+    the plain change in step time per round is kept for reference.
     """
     base = runs["pool_off"]
 
     def change(arm: str, metric: str) -> list[float]:
-        return [round(100 * (on[metric] - off[metric]) / off[metric], 2) for off, on in zip(base, runs[arm])]
+        return [round(100 * (on[metric] / off[metric] - 1), 2) for off, on in zip(base, runs[arm])]
 
     report: dict[str, Any] = {
-        f"{arm}_{metric}": [run[metric] for run in values] for arm, values in runs.items()
-        for metric in ("seconds_per_step", "median_step_seconds", "first_epoch_median_step_seconds",
-                       "later_epochs_median_step_seconds", "tokens_per_step")
+        f"{arm}_{metric}": [round(run[metric], 4) for run in values] for arm, values in runs.items()
+        for metric in ("seconds_per_step", "compute_median_ms", "between_steps_mean_ms", "step_over_compute",
+                       "tokens_per_step")
     }
     for arm in runs:
         if arm == "pool_off":
             continue
-        paired = [b / a for off, on in zip(base, runs[arm]) for a, b in zip(off["step_seconds"], on["step_seconds"])]
-        point, low, high = median_change_interval(paired)
+        normalized = change(arm, "step_over_compute")
         report |= {
-            f"{arm}_overhead_percent_per_round": change(arm, "seconds_per_step"),
-            f"{arm}_overhead_percent_median_of_rounds": statistics.median(change(arm, "seconds_per_step")),
-            f"{arm}_median_step_overhead_percent_per_round": change(arm, "median_step_seconds"),
-            f"{arm}_paired_step_overhead_percent": point,
-            f"{arm}_paired_step_overhead_percent_95ci": [low, high],
+            f"{arm}_overhead_percent_per_round": normalized,
+            f"{arm}_overhead_percent_median_of_rounds": round(statistics.median(normalized), 2),
+            f"{arm}_extra_between_steps_ms_per_round": [
+                round(on["between_steps_mean_ms"] - off["between_steps_mean_ms"], 3) for off, on in zip(base, runs[arm])],
+            f"{arm}_compute_change_percent_per_round": change(arm, "compute_median_ms"),
+            f"{arm}_compute_change_percent_median_of_rounds": round(statistics.median(change(arm, "compute_median_ms")), 2),
+            f"{arm}_plain_step_time_change_percent_per_round": change(arm, "seconds_per_step"),
             f"{arm}_tokens_per_step_change_percent": statistics.median(change(arm, "tokens_per_step")),
         }
     return report
@@ -333,10 +316,10 @@ def main() -> None:
         report["train_step"] = {"steps": args.steps, "rows": args.rows, "repeats": args.repeats,
                                 "workers": args.workers, "persistent_workers": args.persistent_workers,
                                 **train_step_report(runs)}
-        step_ms = 1000 * statistics.median(d for run in runs["pool_off"] for d in run["step_seconds"])
+        step_ms = 1000 * statistics.median(run["seconds_per_step"] for run in runs["pool_off"])
         data_path = report["data_path"]
         report["overhead_from_data_path"] = {  # the plugin's cost per step over the pool-off step time
-            "pool_off_median_step_ms": round(step_ms, 2),
+            "pool_off_step_ms": round(step_ms, 2),
             "first_epoch_percent": round(100 * data_path["first_epoch_extra_ms_per_batch"] / step_ms, 2),
             "later_epochs_percent": round(100 * data_path["later_epochs_extra_ms_per_batch"] / step_ms, 2),
         }

@@ -100,6 +100,18 @@ def test_alpaca_turn_rewrites_only_the_instruction_and_keeps_the_input() -> None
                                                                                       "no_entry")
 
 
+def test_leading_part_is_found_with_or_without_its_leading_media_tokens() -> None:
+    """A pool built from a dataset's own instructions keeps a leading `<image>` in the seed; a row
+    with an input after the instruction still finds it, and the media token is never touched."""
+    with_media = InstructionRewriter(_pool("<image>Give a short description.", seed="<image>Describe it.", task="t"),
+                                     epsilon=0.0, seed=1)
+    bare = InstructionRewriter(_pool("Give a short description.", seed="Describe it.", task="t"), epsilon=0.0, seed=1)
+    for rewriter in (with_media, bare):
+        assert rewriter.rewrite("<image>Describe it.\nSample 3.", task="t", epoch=0, index=0) == \
+            ("<image>Give a short description.\nSample 3.", "rewritten")
+    assert with_media.rewrite("<video>Describe it.\nSample 3.", task="t", epoch=0, index=0)[1] == "no_entry"
+
+
 def test_alpaca_lookup_prefers_the_whole_text_then_the_longest_leading_part() -> None:
     two_lines = "Read the text.\nThen summarize it."
     pool = Pool([PoolRecord("t", "t/0", two_lines, "Summarize the text after reading it.", strategy="single"),

@@ -56,9 +56,10 @@ class InstructionRewriter:
     Lookup tries the whole text first, then the text without leading/trailing media tokens (LLaVA
     data puts `<image>\\n` before the question; pools may store the bare question), re-attaching
     the media tokens unchanged. Failing both, it tries the longest leading part of the text (after
-    any leading media tokens) that ends just before a line break and has pool entries: LLaMA-Factory
-    joins an alpaca row's instruction and `input` as `instruction + "\\n" + input`, and only the
-    instruction is rewritten; the rest is kept verbatim. At most one lookup per line break.
+    any leading media tokens, or with them) that ends just before a line break and has pool entries:
+    LLaMA-Factory joins an alpaca row's instruction and `input` as `instruction + "\\n" + input`,
+    and only the instruction is rewritten; the rest is kept verbatim. At most two lookups per line
+    break.
     """
 
     pool: Pool
@@ -82,6 +83,10 @@ class InstructionRewriter:
         start = len(prefix)
         end = text.rfind("\n", start)
         while end > start:
+            if prefix:  # the pool may hold the instruction with its leading media tokens
+                variants = self.pool.variants(text[:end], task)
+                if variants:
+                    return "", text[end:], variants
             variants = self.pool.variants(text[start:end], task)
             if variants:
                 return prefix, text[end:], variants
