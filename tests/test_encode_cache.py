@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from instraug_plugin.integrations.llamafactory.encode_cache import DEFAULT_SIZE, EncodeCache, with_encode_cache
+from instraug_plugin.integrations.llamafactory.encode_cache import (
+    DEFAULT_SIZE,
+    EncodeCache,
+    with_encode_cache,
+)
 
 
 @pytest.fixture(scope="module")

@@ -171,3 +171,12 @@ def test_edge_media_tokens_come_from_placeholders() -> None:
     assert all(token in sampling._EDGE_RE.pattern for token in placeholders.MEDIA_TOKENS)
     assert sampling.split_edge_media("<video>\n<image> Describe. <audio>") == ("<video>\n<image> ", "Describe.",
                                                                                 " <audio>")
+
+
+def test_pool_keys_collapse_every_unicode_whitespace_and_case() -> None:
+    from instraug_plugin.core.pool import normalize
+
+    text = "  What\u00a0colour\tis\n\nthe\u2003SHAPE\x1c? "
+    assert normalize(text) == "what colour is the shape ?"
+    rewriter = InstructionRewriter(_pool("Name the colour.", seed="What colour is the shape ?"), epsilon=0.0, seed=0)
+    assert rewriter.rewrite(text, task=None, epoch=0, index=0)[1] == "rewritten"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -40,7 +39,7 @@ SEED_STRATEGY = "seed"
 
 def normalize(text: str) -> str:
     """Key used to match instructions: case-folded, whitespace collapsed, outer spaces stripped."""
-    return re.sub(r"\s+", " ", text).strip().casefold()
+    return " ".join(text.split()).casefold()  # str.split() splits on exactly what `\s` matches
 
 
 @dataclass(frozen=True)
