@@ -13,6 +13,7 @@ from instraug_plugin.evaluation.metrics import (
     choice_index,
     exact_match,
     get_metric,
+    is_correct,
     multiple_choice,
     normalize_vqa,
     prefix_match,
@@ -141,6 +142,10 @@ def test_registry() -> None:
     assert get_metric("rouge_l") is rouge_l
     with pytest.raises(InstrAugError, match=r"unknown metric 'bleu'.*exact_match"):
         get_metric("bleu")
+
+
+def test_is_correct_threshold() -> None:
+    assert is_correct(1.0) and is_correct(0.5) and not is_correct(0.49) and not is_correct(0.0)
 
 
 def test_spread_and_sensitivity() -> None:

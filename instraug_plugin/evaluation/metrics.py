@@ -2,6 +2,7 @@
 
 All metrics share one signature, `metric(prediction, references, options)`: `references` are the
 acceptable answers (at least one), `options` the choices of a multiple-choice instance (else None).
+An instance counts as answered correctly when its score is at least `CORRECT_THRESHOLD` (`is_correct`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,15 @@ from instraug_plugin.core.errors import InstrAugError
 
 Metric = Callable[[str, Sequence[str], Sequence[str] | None], float]
 
+CORRECT_THRESHOLD = 0.5
+
 _PUNCT = re.escape(string.punctuation)
 _WORD_RE = re.compile(r"\w+")
+
+
+def is_correct(score: float) -> bool:
+    """Whether a score counts as a correct answer: >= 0.5 (for exact-match style metrics, exactly 1)."""
+    return score >= CORRECT_THRESHOLD
 
 
 def normalize_answer(text: str) -> str:
