@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE, DEFAULT_MIN_FIDELITY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -78,6 +79,8 @@ def pregen_command(
     length_window: Annotated[str, typer.Option(help="Kept word-length window relative to the parent: low,high.")] = "0.5,1.5",
     near_duplicate: Annotated[float, typer.Option(help="Reject paraphrases this similar to a kept one (1 disables).")] = 0.9,
     contractions: Annotated[bool, typer.Option(help="Reject 'd / 'll contractions.")] = False,
+    min_fidelity: Annotated[float, typer.Option(help="Reject paraphrases whose meaning score against the seed is below this (0 disables the fidelity filter).")] = DEFAULT_MIN_FIDELITY,
+    fidelity_judge: Annotated[str, typer.Option(help="Meaning judge: minilm (default, English) or a local sentence-embedding model directory.")] = DEFAULT_FIDELITY_JUDGE,
     backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | vllm | openai.")] = "transformers",
     model: ModelOption = None,
     api_base: ApiBaseOption = None,
@@ -120,7 +123,7 @@ def pregen_command(
         strategy=strategy, temperature=temperature, temperatures=_floats(temperatures, "--temperatures"),
         rounds=rounds, top_p=top_p, samples_per_prompt=samples_per_prompt, placeholder_mode=placeholder_mode,
         batch_size=batch_size, extra_placeholders=tuple(extra_placeholder or ()),
-        filters=FilterConfig(low_high[0], low_high[1], contractions, near_duplicate),
+        filters=FilterConfig(low_high[0], low_high[1], contractions, near_duplicate, min_fidelity, fidelity_judge),
     )
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     seeds = load_seeds(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns)
@@ -199,11 +202,23 @@ def bootstrap_guides_command(
 def stats_command(
     pool: Annotated[Path, typer.Argument(help="Pool directory (pool.jsonl + manifest.json) or pool.jsonl.")],
     out: Annotated[Path | None, typer.Option("--out", help="Report directory (default: POOL/stats).")] = None,
+    judge: Annotated[str, typer.Option("--judge", help="Embedding judge for embedding diversity: minilm (default) or a local sentence-embedding model directory.")] = DEFAULT_FIDELITY_JUDGE,
+    no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="Skip embedding diversity (no judge, no torch).")] = False,
 ) -> None:
     """Write stats.md and PNG plots about an instruction pool, and print a summary."""
     from instraug_plugin.stats import print_summary, write_stats
 
-    report = write_stats(pool, out)
+    loaded = None
+    if not no_embeddings and pool.exists():  # a missing pool fails in write_stats, before any model loads
+        from instraug_plugin.judges import JUDGES, load_judge
+
+        if judge not in JUDGES and not Path(judge).is_dir():
+            raise InstrAugError(f"unknown judge {judge!r}; available: {', '.join(JUDGES)} or a local model directory")
+        try:
+            loaded = load_judge(judge)
+        except (ImportError, OSError, InstrAugError) as exc:
+            print(f"note: embedding diversity skipped, judge {judge!r} not loaded ({' '.join(str(exc).split())})")
+    report = write_stats(pool, out, loaded)
     print_summary(report.stats)
     print(f"wrote {report.markdown} and {len(report.plots)} plot(s)")
 

@@ -61,7 +61,7 @@ class AdversarialBackend:
 
 def test_no_kept_paraphrase_changes_placeholders_over_all_templates(tmp_path: Path) -> None:
     seeds = load_seeds(bundled_templates_file())
-    config = PregenConfig(placeholder_mode="mask", samples_per_prompt=4, batch_size=64, filters=FilterConfig(0.0, 10.0))
+    config = PregenConfig(placeholder_mode="mask", samples_per_prompt=4, batch_size=64, filters=FilterConfig(0.0, 10.0, min_fidelity=0))
     result = run_pregen(seeds, AdversarialBackend(), load_meta_prompts(1, 0), config, GenerationCache(tmp_path / "c.jsonl"))
     paraphrases = [r for r in result.records if not r.is_seed]
     for record in paraphrases:
@@ -110,7 +110,10 @@ def test_pregen_end_to_end_and_resume_after_kill(tmp_path: Path, offline_env: di
     manifest = read_manifest(full)
     assert manifest["seeds"] == 3 and manifest["generated"] == 9 and manifest["model"] == "SmolLM2-135M-Instruct"
     assert manifest["kept"] == len(records) - 3 and manifest["config"]["placeholder_mode"] == "constrained"
-    assert set(manifest["filters"]) >= {"extraction", "placeholders", "length", "echo", "meta_text", "duplicate", "near_duplicate"}
+    assert set(manifest["filters"]) >= {"extraction", "placeholders", "length", "echo", "meta_text", "fidelity",
+                                        "duplicate", "near_duplicate"}
+    assert manifest["fidelity"]["judge"] == "minilm" and manifest["config"]["filters"]["min_fidelity"] > 0
+    assert manifest["languages"]["latin"]["seeds"] == 3 and manifest["languages"]["latin"]["generated"] == 9
     assert sum(f["rejected"] for f in manifest["filters"].values()) + manifest["kept"] == 9
     assert manifest["filters"]["placeholders"]["rejected"] == 0  # safe by construction
     for record in records:

@@ -1,7 +1,8 @@
-"""Rule filters that decide which paraphrases enter the pool; each is named and counts its rejects.
+"""Filters that decide which paraphrases enter the pool; each is named and counts its rejects.
 
 A candidate is checked against its parent (the text it was rephrased from: the seed in round 1)
-for length, echo and near-duplicates, and against its root seed for placeholders.
+for length, echo and near-duplicates, and against its root seed for placeholders and meaning
+(`fidelity`: a judge scores whether the paraphrase still asks for the seed's task).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Protocol
 
+from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import normalize
 
@@ -25,6 +27,7 @@ class Candidate:
     parent: str
     seed: str
     seed_id: str
+    task: str = ""
 
 
 class Filter(Protocol):
@@ -74,15 +77,23 @@ class NoContractions:
         return not _CONTRACTION.search(candidate.text)
 
 
+_EDGE_PUNCTUATION = " \t\n.,;:!?。，；：！？…\"'“”‘’"
+
+
+def echo_key(text: str) -> str:
+    """Case, whitespace and leading/trailing punctuation (Latin and CJK) normalized away."""
+    return normalize(text).strip(_EDGE_PUNCTUATION)
+
+
 @dataclass
 class NotEcho:
-    """Differs from its parent and its seed after normalization."""
+    """Differs from its parent and its seed after normalizing case, whitespace and edge punctuation."""
 
     name: str = "echo"
 
     def accepts(self, candidate: Candidate) -> bool:
-        text = normalize(candidate.text)
-        return text != normalize(candidate.parent) and text != normalize(candidate.seed)
+        text = echo_key(candidate.text)
+        return text != echo_key(candidate.parent) and text != echo_key(candidate.seed)
 
 
 _META = re.compile(
@@ -106,6 +117,56 @@ class NoMetaText:
         seed_terms = {m.lower() for m in _META.findall(candidate.seed)} | set(_STRAY_MARKER.findall(candidate.seed))
         found = [m.lower() for m in _META.findall(candidate.text)] + _STRAY_MARKER.findall(candidate.text)
         return all(m in seed_terms for m in found)
+
+
+class FidelityJudge(Protocol):
+    """Scores how well each paraphrase keeps the meaning of its reference (higher = more faithful)."""
+
+    name: str
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """One score per (reference, paraphrase) pair, placeholders already masked; batched."""
+        ...
+
+
+_SCORING_MASK = "X"
+
+
+def mask_for_scoring(text: str, spec: PlaceholderSpec = DEFAULT_SPEC) -> str:
+    """Every protected span replaced by the same neutral word, so both sides are masked alike."""
+    try:
+        spans = spec.parse(text)
+    except InstrAugError:
+        return text
+    return "".join(_SCORING_MASK if s.protected else s.text for s in spans)
+
+
+@dataclass
+class Faithful:
+    """The judge's score of (root seed, paraphrase) reaches `min_score` (scores come from `prepare`)."""
+
+    judge: FidelityJudge
+    min_score: float
+    spec: PlaceholderSpec = DEFAULT_SPEC
+    name: str = "fidelity"
+    scores: dict[tuple[str, str], float] = field(default_factory=dict)
+    judged: Counter[str] = field(default_factory=Counter)  # per task
+    rejected: Counter[str] = field(default_factory=Counter)  # per task
+
+    def prepare(self, candidates: Sequence[Candidate]) -> None:
+        """Score all not yet scored candidates in one batched call."""
+        todo = list(dict.fromkeys((c.seed, c.text) for c in candidates if (c.seed, c.text) not in self.scores))
+        if todo:
+            masked = [(mask_for_scoring(seed, self.spec), mask_for_scoring(text, self.spec)) for seed, text in todo]
+            self.scores.update(zip(todo, self.judge.score(masked)))
+
+    def accepts(self, candidate: Candidate) -> bool:
+        if (candidate.seed, candidate.text) not in self.scores:
+            self.prepare([candidate])
+        kept = self.scores[(candidate.seed, candidate.text)] >= self.min_score
+        self.judged[candidate.task] += 1
+        self.rejected[candidate.task] += not kept
+        return kept
 
 
 @dataclass
@@ -146,6 +207,10 @@ class NotNearDuplicate:
         self._kept[seed_id].append(normalize(text).split())
 
 
+DEFAULT_FIDELITY_JUDGE = "minilm"
+DEFAULT_MIN_FIDELITY = 0.5  # chosen on the labeled set: benchmarks/fidelity_judge.py
+
+
 @dataclass(frozen=True)
 class FilterConfig:
     """Which filters run and their parameters."""
@@ -154,22 +219,55 @@ class FilterConfig:
     length_high: float = 1.5
     contractions: bool = False
     near_duplicate_threshold: float = 0.9
+    min_fidelity: float = DEFAULT_MIN_FIDELITY
+    fidelity_judge: str = DEFAULT_FIDELITY_JUDGE
 
 
 class FilterChain:
-    """Runs filters in order (stateless first, stateful dedup last); counts rejects per filter."""
+    """Runs filters in order (cheap rules, then the fidelity judge, then stateful dedup); counts
+    rejects per filter. `select` judges a whole round at once so the judge scores in one batch."""
 
-    def __init__(self, config: FilterConfig = FilterConfig(), spec: PlaceholderSpec = DEFAULT_SPEC):
+    def __init__(
+        self,
+        config: FilterConfig = FilterConfig(),
+        spec: PlaceholderSpec = DEFAULT_SPEC,
+        judge: FidelityJudge | None = None,
+    ):
         self.duplicate = NotDuplicate()
         self.near_duplicate = NotNearDuplicate(config.near_duplicate_threshold)
-        filters: list[Filter] = [SamePlaceholders(spec), LengthWindow(config.length_low, config.length_high)]
+        rules: list[Filter] = [SamePlaceholders(spec), LengthWindow(config.length_low, config.length_high)]
         if config.contractions:
-            filters.append(NoContractions())
-        filters += [NotEcho(), NoMetaText(), self.duplicate]
+            rules.append(NoContractions())
+        rules += [NotEcho(), NoMetaText()]
+        self.fidelity = Faithful(judge, config.min_fidelity, spec) if judge is not None else None
+        filters = rules + ([self.fidelity] if self.fidelity else []) + [self.duplicate]
         if config.near_duplicate_threshold < 1.0:
             filters.append(self.near_duplicate)
+        self._rules = len(rules)
         self.filters: Sequence[Filter] = filters
         self.rejected: Counter[str] = Counter({f.name: 0 for f in filters})
+
+    def fidelity_score(self, candidate: Candidate) -> float | None:
+        """The judge's score of a candidate it scored (rounded), else None."""
+        if self.fidelity is None or (score := self.fidelity.scores.get((candidate.seed, candidate.text))) is None:
+            return None
+        return round(score, 4)
+
+    def fidelity_summary(self) -> dict[str, object] | None:
+        """Judge, threshold and every score it gave (kept and rejected), for the manifest and stats."""
+        if self.fidelity is None:
+            return None
+        f = self.fidelity
+        return {"judge": f.judge.name, "min_fidelity": f.min_score,
+                "tasks": {task: {"judged": n, "rejected": f.rejected[task]} for task, n in sorted(f.judged.items())},
+                "scores": [round(v, 4) for v in f.scores.values()]}
+
+    def select(self, candidates: Sequence[Candidate]) -> list[bool]:
+        """Verdicts for `candidates` in order, as `accepts` one by one, with one batched judge call."""
+        if self.fidelity is not None:  # score only what passes the (stateless) rules before it
+            passing = [c for c in candidates if all(f.accepts(c) for f in self.filters[: self._rules])]
+            self.fidelity.prepare(passing)
+        return [self.accepts(c) for c in candidates]
 
     def add_seed(self, seed_id: str, text: str) -> None:
         """Seeds are always kept; later paraphrases must differ from them."""
@@ -182,3 +280,4 @@ class FilterChain:
                 self.rejected[f.name] += 1
                 return False
         return True
+

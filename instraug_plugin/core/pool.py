@@ -57,6 +57,7 @@ class PoolRecord:
     meta_prompt: str | None = None
     backend: str | None = None
     model: str | None = None
+    fidelity: float | None = None
 
     @property
     def id(self) -> str:
@@ -84,6 +85,7 @@ class PoolRecord:
                 meta_prompt=row.get("meta_prompt"),
                 backend=row.get("backend"),
                 model=row.get("model"),
+                fidelity=None if row.get("fidelity") is None else float(row["fidelity"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InstrAugError(f"{source}: bad pool record ({type(exc).__name__}: {exc})") from None

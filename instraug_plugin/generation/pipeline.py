@@ -13,6 +13,7 @@ filter rejects what broke).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,11 +22,13 @@ from instraug_plugin.backends.base import GenerationRequest, RewriterBackend, ge
 from instraug_plugin.core.cache import GenerationCache
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.extract import extract_reply
-from instraug_plugin.core.filters import Candidate, FilterChain, FilterConfig
+from instraug_plugin.core.filters import Candidate, FidelityJudge, FilterChain, FilterConfig
+from instraug_plugin.core.language import language_of
 from instraug_plugin.core.placeholders import MaskedText, PlaceholderSpec
 from instraug_plugin.core.pool import SEED_STRATEGY, PoolRecord, write_pool
 from instraug_plugin.generation.prompts import MetaPrompt
 from instraug_plugin.inputs.base import Seed
+from instraug_plugin.judges import load_judge
 
 STRATEGIES = ("single", "multi_temperature", "iterative")
 PLACEHOLDER_MODES = ("constrained", "mask")
@@ -59,6 +62,8 @@ class PregenConfig:
             raise InstrAugError("rounds, samples per prompt and batch size must be at least 1")
         if not self.filters.length_low < self.filters.length_high:
             raise InstrAugError("length window: low must be below high")
+        if not 0 <= self.filters.min_fidelity <= 1:
+            raise InstrAugError(f"--min-fidelity must be in [0, 1] (0 turns the filter off); got {self.filters.min_fidelity}")
 
     @property
     def sampling_temperatures(self) -> tuple[float, ...]:
@@ -155,15 +160,22 @@ def run_pregen(
     config: PregenConfig,
     cache: GenerationCache,
     on_batch: ProgressCallback | None = None,
+    judge: FidelityJudge | None = None,
 ) -> PregenResult:
-    """Generate, filter and collect paraphrases for `seeds` (deterministic given the cache state)."""
+    """Generate, filter and collect paraphrases for `seeds` (deterministic given the cache state).
+
+    The fidelity filter uses `judge`, else the one `config.filters` names (loaded here); it is off
+    when `config.filters.min_fidelity` is 0.
+    """
     if config.placeholder_mode == "constrained" and not backend.supports_constraints:
         hint = " (or --structured-outputs for a vLLM server)" if backend.name == "openai" else ""
         raise InstrAugError(
             f"backend {backend.name} cannot decode with constraints; rerun with --placeholder-mode mask{hint}"
         )
     spec = PlaceholderSpec(extra_patterns=config.extra_placeholders)
-    chain = FilterChain(config.filters, spec)
+    if judge is None and config.filters.min_fidelity > 0:
+        judge = load_judge(config.filters.fidelity_judge)
+    chain = FilterChain(config.filters, spec, judge if config.filters.min_fidelity > 0 else None)
     records = [PoolRecord(task=s.task, seed_id=s.seed_id, seed=s.text, text=s.text) for s in seeds]
     for seed in seeds:
         chain.add_seed(seed.seed_id, seed.text)
@@ -180,13 +192,17 @@ def run_pregen(
         else:
             no_free_text += 1
     generated = extraction_failed = hits = 0
+    filter_seconds = 0.0
+    generated_per_seed: Counter[str] = Counter()
     started = time.perf_counter()
     for round_index in range(1, config.n_rounds + 1):
         jobs = build_jobs(parents, meta_prompts, config, spec, round_index)
         replies, round_hits = generate_cached(backend, [j.request for j in jobs], cache, config.batch_size, on_batch)
         generated += len(jobs)
+        generated_per_seed.update(job.seed.text for job in jobs)
         hits += round_hits
         parents = []
+        restored_jobs: list[tuple[_Job, Candidate]] = []
         for job, reply in zip(jobs, replies):
             masked = extract_reply(reply, multiline="\n" in job.parent)
             if masked is None:
@@ -196,22 +212,33 @@ def run_pregen(
             if restored is None:
                 chain.rejected["placeholders"] += 1
                 continue
-            if not chain.accepts(Candidate(restored, job.parent, job.seed.text, job.seed.seed_id)):
+            restored_jobs.append((job, Candidate(restored, job.parent, job.seed.text, job.seed.seed_id, job.seed.task)))
+        judge_started = time.perf_counter()
+        verdicts = chain.select([candidate for _, candidate in restored_jobs])
+        filter_seconds += time.perf_counter() - judge_started
+        for (job, candidate), kept in zip(restored_jobs, verdicts):
+            if not kept:
                 continue
+            restored = candidate.text
             records.append(
                 PoolRecord(
                     task=job.seed.task, seed_id=job.seed.seed_id, seed=job.seed.text, text=restored,
                     strategy=config.strategy, temperature=job.request.temperature, round=job.round,
                     parent=job.parent, meta_prompt=job.meta_prompt.name, backend=backend.name,
-                    model=backend.model_id,
+                    model=backend.model_id, fidelity=chain.fidelity_score(candidate),
                 )
             )
             parents.append((job.seed, restored))
     kept = len(records) - len(seeds)
     per_task: dict[str, dict[str, int]] = {}
+    per_language: dict[str, dict[str, int]] = {}
     for record in records:
         entry = per_task.setdefault(record.task, {"seeds": 0, "paraphrases": 0})
         entry["seeds" if record.strategy == SEED_STRATEGY else "paraphrases"] += 1
+        language = per_language.setdefault(language_of(record.seed, spec), {"seeds": 0, "generated": 0, "kept": 0})
+        language["seeds" if record.strategy == SEED_STRATEGY else "kept"] += 1
+    for seed, n in generated_per_seed.items():
+        per_language[language_of(seed, spec)]["generated"] += n
     return PregenResult(
         records,
         {
@@ -224,8 +251,11 @@ def run_pregen(
             "yield": round(kept / generated, 4) if generated else 0.0,
             "filters": {EXTRACTION: {"rejected": extraction_failed}}
             | {name: {"rejected": n} for name, n in chain.rejected.items()},
+            "fidelity": chain.fidelity_summary(),
             "tasks": per_task,
-            "generation_seconds": round(time.perf_counter() - started, 2),
+            "languages": per_language,
+            "generation_seconds": round(time.perf_counter() - started - filter_seconds, 2),
+            "filter_seconds": round(filter_seconds, 2),
         },
     )
 
@@ -276,12 +306,13 @@ def pregen_to_directory(
     config: PregenConfig,
     out_dir: Path,
     on_batch: ProgressCallback | None = None,
+    judge: FidelityJudge | None = None,
     **manifest_extra: object,
 ) -> PregenResult:
     """Run pregen with the cache `out_dir/cache.jsonl` (resumable) and write the pool there."""
     started = time.perf_counter()
     cache = GenerationCache(out_dir / CACHE_FILE)
-    result = run_pregen(seeds, backend, meta_prompts, config, cache, on_batch)
+    result = run_pregen(seeds, backend, meta_prompts, config, cache, on_batch, judge)
     result.counts["total_seconds"] = round(time.perf_counter() - started, 2)
     write_pool(out_dir, result.records, manifest(config, backend, result, **manifest_extra))
     return result

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.filters import DEFAULT_MIN_FIDELITY
 from instraug_plugin.generation.pipeline import STRATEGIES  # torch-free (checked by a test)
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class InstrAugConfig:
     live_temperature: float = 0.7
     live_max_new_tokens: int = 48
     live_max_seeds: int | None = None
+    live_min_fidelity: float = DEFAULT_MIN_FIDELITY
     evaluation: EvalCallbackSettings | None = None  # from the instraug_eval_* keys
 
     @property
@@ -133,6 +135,8 @@ def parse_config(raw: dict[str, Any]) -> InstrAugConfig:
             values[name] = _as_float(key, value, 0.0, 1.0)
         elif name == "live_temperature":
             values[name] = _as_float(key, value, 0.0, 2.0)
+        elif name == "live_min_fidelity":
+            values[name] = _as_float(key, value, 0.0, 1.0)
         elif name == "seed":
             values[name] = _as_int(key, value, 0)
         elif name == "live_quantization_bit":

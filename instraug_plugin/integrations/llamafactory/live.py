@@ -51,6 +51,7 @@ class LiveRefresher:
         self.session = session
         self.base_records = list(session.rewriter.pool.records)
         self.backend: Any = None
+        self.judge: Any = None  # the fidelity judge, loaded and unloaded with the rewriter
         self.refreshes = 0
         self.last: dict[str, float] = {}
 
@@ -126,8 +127,10 @@ class LiveRefresher:
         import torch
 
         from instraug_plugin.core.cache import GenerationCache
+        from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE, FilterConfig
         from instraug_plugin.generation.pipeline import PregenConfig, run_pregen
         from instraug_plugin.generation.prompts import load_meta_prompts
+        from instraug_plugin.judges import load_judge
 
         config = self.session.config
         cuda = torch.cuda.is_available()
@@ -146,9 +149,12 @@ class LiveRefresher:
         chosen = [prompts[(self.refreshes * n + j) % len(prompts)] for j in range(n)]
         pregen = PregenConfig(strategy=config.live_strategy, temperature=config.live_temperature,
                               batch_size=config.live_batch_size, max_new_tokens=config.live_max_new_tokens,
-                              extra_placeholders=config.placeholder_regex)
+                              extra_placeholders=config.placeholder_regex,
+                              filters=FilterConfig(min_fidelity=config.live_min_fidelity))
+        if self.judge is None and config.live_min_fidelity > 0:
+            self.judge = load_judge(DEFAULT_FIDELITY_JUDGE, device=self.backend.model.device.type if cuda else "cpu")
         cache = GenerationCache(Path(self.session.output_dir) / "instraug_live" / f"cache-rank{_dist()[0]}.jsonl")
-        result = run_pregen(shard, self.backend, chosen, pregen, cache)
+        result = run_pregen(shard, self.backend, chosen, pregen, cache, judge=self.judge)
         if cuda:
             peak = torch.cuda.max_memory_allocated() / 2**20
         else:
@@ -160,4 +166,5 @@ class LiveRefresher:
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+            self.judge = None
             gc.collect()

@@ -1,0 +1,107 @@
+"""How well does each fidelity judge separate faithful from unfaithful paraphrases? Threshold choice.
+
+Reads the hand-labeled pairs in `benchmarks/labels/fidelity_labels.jsonl` (seed, paraphrase, same_task:
+does the paraphrase still ask for the seed's task, labeled by reading) and scores every pair with each
+judge (placeholders masked alike on both sides, as in pregen). For each judge it sweeps the threshold and
+reports, at the chosen one: the share of faithful paraphrases kept (recall), the share of unfaithful ones
+rejected, and the precision of what is kept. The threshold rule: the highest threshold that keeps at least
+`--min-keep` (0.90) of the faithful paraphrases, i.e. reject as much as possible at that recall.
+
+    .venv/bin/python benchmarks/fidelity_judge.py --judges minilm --out benchmarks/results/fidelity_judge.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = ROOT / "benchmarks" / "labels" / "fidelity_labels.jsonl"
+
+
+@dataclass(frozen=True)
+class Operating:
+    """A judge's verdicts on the labeled set at one threshold."""
+
+    threshold: float
+    faithful_kept: float  # recall of the faithful class
+    unfaithful_rejected: float  # specificity
+    precision: float  # share of kept paraphrases that are faithful
+    kept: int
+
+
+def load_labels(path: Path = LABELS) -> list[dict]:
+    """The labeled pairs, one JSON object per line."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def operating_point(scores: Sequence[float], labels: Sequence[bool], threshold: float) -> Operating:
+    """Recall, specificity and precision of `score >= threshold` against `labels`."""
+    kept = [s >= threshold for s in scores]
+    faithful = sum(labels)
+    unfaithful = len(labels) - faithful
+    kept_faithful = sum(k and y for k, y in zip(kept, labels))
+    kept_unfaithful = sum(k and not y for k, y in zip(kept, labels))
+    return Operating(
+        threshold=round(threshold, 4),
+        faithful_kept=kept_faithful / faithful if faithful else 0.0,
+        unfaithful_rejected=1 - kept_unfaithful / unfaithful if unfaithful else 0.0,
+        precision=kept_faithful / sum(kept) if sum(kept) else 0.0,
+        kept=sum(kept),
+    )
+
+
+def choose_threshold(scores: Sequence[float], labels: Sequence[bool], min_keep: float = 0.9) -> Operating:
+    """The highest threshold (on a 0.01 grid) that keeps at least `min_keep` of the faithful pairs."""
+    grid = [round(0.01 * i, 2) for i in range(101)]
+    ok = [operating_point(scores, labels, t) for t in grid]
+    return max((o for o in ok if o.faithful_kept >= min_keep), key=lambda o: o.threshold)
+
+
+def score_pairs(judge_name: str, rows: Sequence[dict]) -> list[float]:
+    """The judge's scores of (seed, paraphrase), masked as pregen masks them."""
+    from instraug_plugin.core.filters import mask_for_scoring
+    from instraug_plugin.judges import load_judge
+
+    judge = load_judge(judge_name)
+    return judge.score([(mask_for_scoring(r["seed"]), mask_for_scoring(r["paraphrase"])) for r in rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", type=Path, default=LABELS)
+    parser.add_argument("--judges", default="minilm", help="comma-separated judge names")
+    parser.add_argument("--min-keep", type=float, default=0.9)
+    parser.add_argument("--threshold", type=float, help="also report this threshold (e.g. the current default)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    from instraug_plugin.core.filters import DEFAULT_MIN_FIDELITY
+
+    rows = load_labels(args.labels)
+    labels = [bool(r["same_task"]) for r in rows]
+    print(f"{len(rows)} labeled pairs ({sum(labels)} faithful, {len(rows) - sum(labels)} unfaithful) "
+          f"over {len({r['task'] for r in rows})} tasks")
+    results = {}
+    for name in args.judges.split(","):
+        started = time.perf_counter()
+        scores = score_pairs(name, rows)
+        seconds = time.perf_counter() - started
+        chosen = choose_threshold(scores, labels, args.min_keep)
+        at = operating_point(scores, labels, args.threshold if args.threshold is not None else DEFAULT_MIN_FIDELITY)
+        results[name] = {"chosen": asdict(chosen), "at_threshold": asdict(at), "seconds": round(seconds, 2)}
+        print(f"{name}: chosen threshold {chosen.threshold}: keeps {chosen.faithful_kept:.1%} of faithful, rejects "
+              f"{chosen.unfaithful_rejected:.1%} of unfaithful, precision {chosen.precision:.1%} | at {at.threshold}: "
+              f"keeps {at.faithful_kept:.1%}, rejects {at.unfaithful_rejected:.1%}, precision {at.precision:.1%} "
+              f"({seconds:.1f} s incl. load)")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"labels": str(args.labels), "pairs": len(rows), "faithful": sum(labels),
+                                        "min_keep": args.min_keep, "judges": results}, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
