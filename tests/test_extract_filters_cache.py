@@ -61,13 +61,49 @@ def test_each_filter_rejects_and_counts() -> None:
         "WHAT does {region} in the picture  show?": False,  # duplicate (normalized)
         "What does {region} in the picture show now?": False,  # near duplicate
         "Explain the visible content of {region}.": True,
+        'Describe "A" in {region} of the image.': False,  # meta_text: a quoted leftover mask name
+        "The content of {region} is the whole image.": False,  # request: a statement, no longer asks
     }
     verdicts = {text: chain.accepts(_cand(text)) for text in cases}
     assert verdicts == cases
     assert dict(chain.rejected) == {
-        "placeholders": 1, "length": 1, "contractions": 1, "echo": 1, "meta_text": 2, "duplicate": 1,
-        "near_duplicate": 1,
+        "placeholders": 1, "placeholder_order": 0, "length": 1, "contractions": 1, "echo": 1, "meta_text": 3,
+        "request": 1, "duplicate": 1, "near_duplicate": 1,
     }
+
+
+@pytest.mark.parametrize(
+    "text,kept",
+    [
+        ("Does {text} describe the image? {options}", True),
+        ("Does {options} describe the image? {text}", False),  # the options now stand where the text was
+        ("{options} Does {text} describe the image?", False),
+    ],
+)
+def test_placeholders_keep_the_seed_order(text: str, kept: bool) -> None:
+    chain = FilterChain(FilterConfig(length_low=0.0, length_high=10.0))
+    seed = 'Does "{text}" describe the image? {options}'
+    assert chain.accepts(Candidate(text=text, parent=seed, seed=seed, seed_id="ITM/0")) is kept
+    assert chain.rejected["placeholder_order"] == (not kept)
+    assert FilterChain(FilterConfig(0.0, 10.0, placeholder_order=False)).accepts(
+        Candidate(text=text, parent=seed, seed=seed, seed_id="ITM/0"))
+
+
+@pytest.mark.parametrize(
+    "seed,text,kept",
+    [
+        ("Find the part that {text} describes.", "{text} is the part.", False),
+        ("Find the part that {text} describes.", "Locate the part described by {text}.", True),
+        ("Find the part that {text} describes.", "You need to locate the part that {text} describes.", True),
+        ("Find the part that {text} describes.", "The goal is to find the part {text} describes.", True),
+        ("What is the object in {region}", "Which object is in {region}", True),
+        ("The object contained in {region} is", "The object inside {region} is", True),  # seed asks nothing: not judged
+        ("请描述{region}。", "{region}是一只猫。", True),  # other languages: not judged
+    ],
+)
+def test_request_rule(seed: str, text: str, kept: bool) -> None:
+    chain = FilterChain(FilterConfig(length_low=0.0, length_high=10.0))
+    assert chain.accepts(Candidate(text=text, parent=seed, seed=seed, seed_id="t/0")) is kept
 
 
 def test_iterative_rows_compare_length_with_their_parent_and_placeholders_with_the_seed() -> None:

@@ -1,10 +1,11 @@
-"""Text scenes of the shapes benchmark, pool instantiation over them, and the robustness script's tables."""
+"""The scenes benchmark, pool instantiation over it, the robustness script's statistics, and its smoke run."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import re
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -13,26 +14,27 @@ import pytest
 from instraug_plugin.core.pool import Pool, PoolRecord, write_pool
 from instraug_plugin.core.sampling import InstructionRewriter
 from instraug_plugin.evaluation.evalset import load_eval_set
-from instraug_plugin.evaluation.report import ScoredItem
-from instraug_plugin.evaluation.shapes import (
+from instraug_plugin.evaluation.metrics import exact_match
+from instraug_plugin.evaluation.scenes import (
+    COLORS,
+    SHAPES,
     TASK_METRICS,
     TASKS,
-    benchmark_templates,
-    describe_objects,
-    describe_words,
-    draw_example,
-    instantiate_pool,
-    make_benchmark,
+    describe_scene,
+    draw_scene_example,
+    make_scenes_benchmark,
+    scene_templates,
 )
+from instraug_plugin.evaluation.shapes import instantiate_pool
 
 ROOT = Path(__file__).resolve().parent.parent
+COMMITTED_POOL = ROOT / "benchmarks" / "pools" / "scenes_train"
 
 
 @pytest.fixture(scope="module")
-def text_bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A text-scene benchmark: 6 training and 3 test instances per task, no images."""
-    out = tmp_path_factory.mktemp("text_bench")
-    make_benchmark(out, seed=3, train_per_task=6, test_per_task=3, text_scenes=True)
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("scenes")
+    make_scenes_benchmark(out, seed=3, train_per_task=12, test_per_task=5)
     return out
 
 
@@ -44,84 +46,185 @@ def _script() -> ModuleType:
     return module
 
 
-def test_describe_objects_reading_order_and_articles() -> None:
-    placed = [("square", "orange", 8), ("circle", "red", 0), ("triangle", "blue", 4)]
-    assert describe_objects(placed) == (
-        "Picture: a red circle (top left), a blue triangle (center), an orange square (bottom right).")
+def _objects(scene: str) -> list[tuple[str, str]]:
+    return re.findall(r"a (\w+) (\w+)", scene)
 
 
-def test_describe_words() -> None:
-    assert describe_words(["cat"], "blue") == 'Picture: the word "CAT" written in blue.'
-    assert describe_words(["cat", "sun"], "red") == 'Picture: the words "CAT SUN" written in red.'
+def test_describe_scene() -> None:
+    assert describe_scene([("red", "circle")]) == "Scene: a red circle."
+    assert describe_scene([("red", "circle"), ("blue", "square"), ("green", "triangle")]) == (
+        "Scene: a red circle, a blue square and a green triangle.")
 
 
-@pytest.mark.parametrize("index", range(8))
-def test_scene_agrees_with_answers(index: int) -> None:
-    count = draw_example("shape_count", 0, "test", index)
-    kind = count.fields["shapes"][:-1]
-    assert len(re.findall(rf"\b{kind} \(", count.scene)) == int(count.answers[0])
-    color = draw_example("shape_color", 0, "test", index)
-    assert f"{color.answers[0]} {color.fields['shape']} (" in color.scene
-    position = draw_example("shape_position", 0, "test", index)
-    assert f"{position.answers[0]} ({position.fields['position']})" in position.scene
-    words = draw_example("text_read", 0, "test", index)
-    assert f'"{words.answers[0].upper()}"' in words.scene
-    choice = draw_example("color_choice", 0, "test", index)
-    picked = choice.options[ord(choice.answers[0]) - ord("A")]
-    assert f"{picked} {choice.fields['shape']} (" in choice.scene
+@pytest.mark.parametrize("index", range(20))
+def test_answers_agree_with_scene(index: int) -> None:
+    count = draw_scene_example("scene_count", 0, "test", index)
+    objects = _objects(count.scene)
+    assert count.answers == [str(len(objects))] and 2 <= len(objects) <= 4
+    color = draw_scene_example("scene_color", 0, "test", index)
+    assert (color.answers[0], color.fields["shape"]) in _objects(color.scene)
+    order = draw_scene_example("scene_order", 0, "test", index)
+    objects = _objects(order.scene)
+    assert order.answers == [objects[0 if order.fields["order"] == "first" else -1][1]]
+    exists = draw_scene_example("scene_exists", 0, "test", index)
+    present = (exists.fields["color"], exists.fields["shape"]) in _objects(exists.scene)
+    assert exists.answers == ["yes" if present else "no"]
+    for example in (count, color, order, exists):  # distinct shapes and colours: every question is unambiguous
+        objects = _objects(example.scene)
+        assert len({c for c, _ in objects}) == len({s for _, s in objects}) == len(objects)
+        assert all(c in COLORS and s in SHAPES for c, s in objects)
 
 
-def test_text_benchmark_rows_and_eval_set(text_bench: Path) -> None:
-    assert not (text_bench / "images").exists()
-    info = json.loads((text_bench / "dataset_info.json").read_text())
-    assert info["instraug_shapes_train"]["columns"] == {"messages": "messages"}
-    train, _ = benchmark_templates()
-    rows = json.loads((text_bench / "train.json").read_text())
-    assert len(rows) == 6 * len(TASKS)
+def test_tasks_differ_only_by_instruction_and_answers_are_disjoint() -> None:
+    answers = {task: {draw_scene_example(task, 0, "train", i).answers[0] for i in range(200)} for task in TASKS}
+    tasks = list(answers)
+    for i, a in enumerate(tasks):
+        for b in tasks[i + 1:]:
+            assert not answers[a] & answers[b], (a, b)
+    assert answers["scene_exists"] == {"yes", "no"}
+    assert set(TASK_METRICS.values()) == {"exact_match"}
+    assert exact_match("Red.", ["red"]) == 1.0 and exact_match("red circle", ["red"]) == 0.0
+
+
+def test_templates_heldout_disjoint_from_training_and_pool() -> None:
+    train, heldout = scene_templates()
+    assert set(train) == set(heldout) == set(TASKS)
+    pool_texts = {json.loads(line)["text"] for line in (COMMITTED_POOL / "pool.jsonl").read_text().splitlines()}
+    for task in TASKS:
+        assert len(train[task]) == 5 and len(heldout[task]) >= 5
+        assert not set(heldout[task]) & set(train[task])
+        assert not set(heldout[task]) & pool_texts
+        fields = set(re.findall(r"{(\w+)}", " ".join(train[task])))
+        for template in heldout[task]:  # held-out wordings use the same fields as the training ones
+            assert set(re.findall(r"{(\w+)}", template)) == fields
+
+
+def test_benchmark_rows_and_eval_set(bench: Path) -> None:
+    train, _ = scene_templates()
+    rows = json.loads((bench / "train.json").read_text())
+    assert len(rows) == 12 * len(TASKS)
     for row in rows:
         fields = json.loads(row["fields"])
         user = row["messages"][0]["content"]
-        assert "<image>" not in user and row["template"] in train[row["task"]]
-        assert user.startswith(fields["scene"] + "\n") and fields["scene"].startswith("Picture: ")
-    data = load_eval_set(text_bench / "eval.json", variants="both")
+        assert row["template"] in train[row["task"]]
+        assert user.startswith(fields["scene"] + "\n") and fields["scene"].startswith("Scene: ")
+    data = load_eval_set(bench / "eval.json", variants="both")
     items = data.items()
-    assert len(items) == 3 * len(TASKS) * 10
-    for item in items:
-        assert not item.instance.images and "<image>" not in item.prompt
-        assert item.prompt.startswith(item.instance.fields["scene"] + "\n")
+    assert len(items) == 5 * len(TASKS) * 10
+    assert all(item.prompt.startswith(item.instance.fields["scene"] + "\n") for item in items)
+    again = bench.parent / "again"
+    make_scenes_benchmark(again, seed=3, train_per_task=12, test_per_task=5)
+    assert (again / "eval.json").read_text() == (bench / "eval.json").read_text()
 
 
-def test_instantiate_pool_keeps_scene_and_rewrites_rows(text_bench: Path, tmp_path: Path) -> None:
-    train, _ = benchmark_templates()
+def test_committed_pool_instantiates_over_rows(bench: Path, tmp_path: Path) -> None:
+    pool = Pool.load(instantiate_pool(COMMITTED_POOL, bench, tmp_path / "pool"))
+    rewriter = InstructionRewriter(pool, epsilon=0.0, seed=0)
+    rows = json.loads((bench / "train.json").read_text())
+    rewritten = 0
+    for index, row in enumerate(rows):
+        user = row["messages"][0]["content"]
+        scene = json.loads(row["fields"])["scene"]
+        text, decision = rewriter.rewrite(user, task=row["task"], epoch=0, index=index)
+        assert text.startswith(scene + "\n")
+        rewritten += decision == "rewritten"
+    assert rewritten > len(rows) // 2
+
+
+def test_instantiate_pool_fills_fields(bench: Path, tmp_path: Path) -> None:
+    train, _ = scene_templates()
     records = []
     for task, templates in train.items():
         for template in templates:
             records.append(PoolRecord(task, template, template, template))
             records.append(PoolRecord(task, template, template, "Paraphrased: " + template, "single", round=1))
     write_pool(tmp_path / "templates", records, {})
-    pool = Pool.load(instantiate_pool(tmp_path / "templates", text_bench, tmp_path / "pool"))
+    pool = Pool.load(instantiate_pool(tmp_path / "templates", bench, tmp_path / "pool"))
     rewriter = InstructionRewriter(pool, epsilon=0.0, seed=0)
-    for index, row in enumerate(json.loads((text_bench / "train.json").read_text())):
-        user = row["messages"][0]["content"]
-        scene = json.loads(row["fields"])["scene"]
-        text, decision = rewriter.rewrite(user, task=row["task"], epoch=0, index=index)
-        assert decision == "rewritten" and text.startswith(scene + "\nParaphrased: ")
+    for index, row in enumerate(json.loads((bench / "train.json").read_text())):
+        fields = json.loads(row["fields"])
+        text, decision = rewriter.rewrite(row["messages"][0]["content"], task=row["task"], epoch=0, index=index)
+        assert decision == "rewritten" and text.startswith(fields["scene"] + "\nParaphrased: ")
+        assert "{" not in text
 
 
-def test_split_by_kind_and_markdown_table(tmp_path: Path) -> None:
+def _arm(script: ModuleType, by_seed_scores: list[dict[str, float]]) -> object:
+    """An ArmScores over 2 tasks x 4 instances; by_seed_scores maps variant -> score (same for all instances)."""
+    tasks = {"t1": ["t1/0", "t1/1", "t1/2", "t1/3"], "t2": ["t2/0", "t2/1", "t2/2", "t2/3"]}
+    variants = {kind: [f"{kind}/{i}" for i in range(5)] for kind in ("original", "heldout")}
+    by_seed = [{i: dict(scores) for ids in tasks.values() for i in ids} for scores in by_seed_scores]
+    return script.ArmScores(by_seed, tasks, variants)
+
+
+def test_metrics_and_two_level_bootstrap() -> None:
     script = _script()
-    predictions = tmp_path / "predictions.jsonl"
-    rows = []
-    for task in TASK_METRICS:
-        for kind, score in (("original", 1.0), ("heldout", 0.5)):
-            for v in range(2):
-                rows.append(ScoredItem(task, f"{kind}/{v}", f"{task}/0", "x", ("x",), score if v else 1.0))
-    predictions.write_text("\n".join(json.dumps(r.__dict__) for r in rows) + "\n")
-    reports = script.split_by_kind(predictions, TASK_METRICS, "bench", "m")
-    assert reports["original"].overall["mean"] == 100.0
-    assert reports["heldout"].overall["mean"] == 75.0
-    assert reports["heldout"].overall["sensitivity"] == pytest.approx(25 / 75)
-    table = script.markdown_table({"a": reports, "b": reports})
-    lines = table.splitlines()
-    assert len(lines) == 2 + len(TASK_METRICS) + 1
-    assert lines[-1] == "| **overall** |" + " **100.0** | **75.0** | **0.333** |" * 2
+    original = {f"original/{i}": 1.0 for i in range(5)}
+    uneven = {**original, **{f"heldout/{i}": float(i < 2) for i in range(5)}}  # held-out 40%
+    even = {**original, **{f"heldout/{i}": 1.0 for i in range(5)}}
+    a = _arm(script, [uneven, uneven])
+    b = _arm(script, [even, even])
+    m = a.metrics([0, 1], a.tasks)
+    assert m["original_acc"] == 100 and m["heldout_acc"] == pytest.approx(40)
+    assert m["heldout_sens"] == pytest.approx((0.24 ** 0.5) / 0.4)
+    stats = script.two_level_bootstrap({"a": a, "b": b}, n_resamples=50)
+    assert stats["arms"]["b"]["heldout_sens"]["estimate"] == 0
+    diff = stats["differences"]["b-a"]["heldout_acc"]
+    assert diff["estimate"] == pytest.approx(60) and diff["low"] == pytest.approx(60)
+    check = script.verdict(stats)
+    assert check["baseline_masters_originals"] and check["target_met"]
+    assert check["sensitivity_relative_drop"] == pytest.approx(1.0)
+
+
+def test_bootstrap_interval_widens_with_seed_variation() -> None:
+    script = _script()
+    good = {**{f"original/{i}": 1.0 for i in range(5)}, **{f"heldout/{i}": 1.0 for i in range(5)}}
+    bad = {**{f"original/{i}": 0.0 for i in range(5)}, **{f"heldout/{i}": 0.0 for i in range(5)}}
+    a = _arm(script, [good, bad, good])
+    stats = script.two_level_bootstrap({"a": a}, n_resamples=200)
+    acc = stats["arms"]["a"]["heldout_acc"]
+    assert acc["estimate"] == pytest.approx(200 / 3) and acc["low"] < 50 < acc["high"]
+
+
+def test_markdown_report_states_verdict() -> None:
+    script = _script()
+    original = {f"original/{i}": 1.0 for i in range(5)}
+    a = _arm(script, [{**original, **{f"heldout/{i}": float(i < 2) for i in range(5)}}])
+    stats = script.two_level_bootstrap({"a": a, "b": a, "c": a}, n_resamples=20)
+    per_task = {name: script.per_task_means(a) for name in "abc"}
+    md = script.markdown_report(stats, per_task, script.verdict(stats), "setup", {"total": 1.0})
+    assert "| b-a |" in md and "| b-c |" in md and "| c-a |" in md
+    assert "**Target NOT MET.**" in md and "meets the 80% criterion" in md
+
+
+def test_presets_keep_every_arm_on_the_same_steps() -> None:
+    script = _script()
+    args = script.parse_args(["--preset", "cpu"])
+    assert args.seeds >= 3 and args.test_per_task >= 40 and args.arms == "abc"
+    configs = [script.train_config(args, Path("m"), Path("b"), Path("o"), 0, arm, Path("p"),
+                                   "d_mins" if arm == "c" else "d") for arm in "abc"]
+    assert {c["max_steps"] for c in configs} == {args.steps}
+    assert configs[0]["instraug_epsilon"] == 1.0 and configs[1]["instraug_epsilon"] == args.epsilon
+    assert "instraug_mode" not in configs[2] and configs[2]["dataset"] == "d_mins"
+
+
+@pytest.mark.slow
+def test_smoke_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The smallest configuration: 1 seed, a few steps and instances, all three arms, real training and eval."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    script = _script()
+    started = time.perf_counter()
+    summary = script.main(["--preset", "smoke", "--work", str(tmp_path), "--bootstrap", "20"])
+    assert time.perf_counter() - started < 180
+    assert set(summary["stats"]["arms"]) == {"a", "b", "c"}
+    assert set(summary["stats"]["differences"]) == {"b-a", "c-a", "b-c"}
+    for name in ("robustness_effect.md", "robustness_effect.json", "robustness_effect.png"):
+        assert (tmp_path / name).is_file()
+    built = json.loads((tmp_path / "bench" / "instraug_scenes_train_mins_s0.json").read_text())
+    original = json.loads((tmp_path / "bench" / "train.json").read_text())
+    assert len(built) == len(original)
+    assert any(b["messages"][0]["content"] != o["messages"][0]["content"] for b, o in zip(built, original))
+    stats = [json.loads(line) for line in (tmp_path / "train" / "b_s0" / "instraug_stats.jsonl").read_text().splitlines()]
+    assert stats
+    for arm in "abc":
+        predictions = (tmp_path / "eval" / f"{arm}_s0" / "predictions.jsonl").read_text().splitlines()
+        assert len(predictions) == 2 * len(TASKS) * 10

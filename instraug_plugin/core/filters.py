@@ -17,6 +17,7 @@ from typing import Protocol
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import normalize
+from instraug_plugin.core.requests import makes_request
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,13 @@ _EDGE_PUNCTUATION = " \t\n.,;:!?。，；：！？…\"'“”‘’"
 
 
 def echo_key(text: str) -> str:
-    """Case, whitespace and leading/trailing punctuation (Latin and CJK) normalized away."""
-    return normalize(text).strip(_EDGE_PUNCTUATION)
+    """Case, all whitespace and leading/trailing punctuation (Latin and CJK) removed."""
+    return "".join(text.split()).casefold().strip(_EDGE_PUNCTUATION)
 
 
 @dataclass
 class NotEcho:
-    """Differs from its parent and its seed after normalizing case, whitespace and edge punctuation."""
+    """Differs from its parent and its seed ignoring case, whitespace and edge punctuation."""
 
     name: str = "echo"
 
@@ -103,7 +104,8 @@ _META = re.compile(
 )
 
 
-_STRAY_MARKER = re.compile(r"[\[(<{]\s*[A-Z]\s*[\])>}]")
+# A leftover mask marker: a bracketed or quoted lone capital letter ("[A]", "(B)", '"A".').
+_STRAY_MARKER = re.compile(r"[\[(<{]\s*[A-Z]\s*[\])>}]|[\"“]\s*[A-Z]\.?\s*[\"”]")
 
 
 @dataclass
@@ -170,6 +172,31 @@ class Faithful:
 
 
 @dataclass
+class SamePlaceholderOrder:
+    """Protected spans appear in the root seed's order (a moved `{text}` or options list changes what
+    the instruction says about it: "Does {options_token} describe image? {text}")."""
+
+    spec: PlaceholderSpec = DEFAULT_SPEC
+    name: str = "placeholder_order"
+
+    def accepts(self, candidate: Candidate) -> bool:
+        try:
+            return self.spec.protected_spans(candidate.seed) == self.spec.protected_spans(candidate.text)
+        except InstrAugError:
+            return False
+
+
+@dataclass
+class StillRequests:
+    """A seed that asks for something is not turned into a statement (English rules, see core.requests)."""
+
+    name: str = "request"
+
+    def accepts(self, candidate: Candidate) -> bool:
+        return makes_request(candidate.seed) is not True or makes_request(candidate.text) is not False
+
+
+@dataclass
 class NotDuplicate:
     """Not an exact duplicate (normalized) of any text already in the pool, across all tasks."""
 
@@ -208,7 +235,7 @@ class NotNearDuplicate:
 
 
 DEFAULT_FIDELITY_JUDGE = "minilm"
-DEFAULT_MIN_FIDELITY = 0.5  # chosen on the labeled set: benchmarks/fidelity_judge.py
+DEFAULT_MIN_FIDELITY = 0.71  # chosen on the labeled set (constrained-mode pairs): benchmarks/fidelity_judge.py
 
 
 @dataclass(frozen=True)
@@ -221,6 +248,8 @@ class FilterConfig:
     near_duplicate_threshold: float = 0.9
     min_fidelity: float = DEFAULT_MIN_FIDELITY
     fidelity_judge: str = DEFAULT_FIDELITY_JUDGE
+    placeholder_order: bool = True
+    request: bool = True
 
 
 class FilterChain:
@@ -235,10 +264,15 @@ class FilterChain:
     ):
         self.duplicate = NotDuplicate()
         self.near_duplicate = NotNearDuplicate(config.near_duplicate_threshold)
-        rules: list[Filter] = [SamePlaceholders(spec), LengthWindow(config.length_low, config.length_high)]
+        rules: list[Filter] = [SamePlaceholders(spec)]
+        if config.placeholder_order:
+            rules.append(SamePlaceholderOrder(spec))
+        rules.append(LengthWindow(config.length_low, config.length_high))
         if config.contractions:
             rules.append(NoContractions())
         rules += [NotEcho(), NoMetaText()]
+        if config.request:
+            rules.append(StillRequests())
         self.fidelity = Faithful(judge, config.min_fidelity, spec) if judge is not None else None
         filters = rules + ([self.fidelity] if self.fidelity else []) + [self.duplicate]
         if config.near_duplicate_threshold < 1.0:
