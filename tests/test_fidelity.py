@@ -129,15 +129,18 @@ def test_operating_point_and_threshold_rule_by_hand() -> None:
 
 
 @pytest.mark.slow
-def test_default_judge_meets_the_targets_on_the_labels_and_reproduces_the_published_figures() -> None:
+def test_default_filters_reproduce_the_published_figures_on_the_labels() -> None:
     script = _fidelity_script()
     rows = script.load_labels()
     labels = [r["same_task"] for r in rows]
     scores = script.score_pairs(DEFAULT_FIDELITY_JUDGE, rows)
-    at = script.operating_point(scores, labels, DEFAULT_MIN_FIDELITY)
+    at = script.operating_point(scores, labels, DEFAULT_MIN_FIDELITY, script.rules_keep(rows))
     published = json.loads((ROOT / "benchmarks" / "results" / "fidelity_judge.json").read_text())
     figures = published["judges"][DEFAULT_FIDELITY_JUDGE]["at_threshold"]
     assert figures["threshold"] == DEFAULT_MIN_FIDELITY
     assert at.faithful_kept == pytest.approx(figures["faithful_kept"], abs=1e-6)
     assert at.unfaithful_rejected == pytest.approx(figures["unfaithful_rejected"], abs=1e-6)
     assert at.precision == pytest.approx(figures["precision"], abs=1e-6)
+    # The bar: keep >= 90% of the faithful paraphrases (met); reject >= 70% of the unfaithful ones
+    # is not met by any packaged judge measured (README); guard what the default reaches today.
+    assert at.faithful_kept >= 0.9 and at.unfaithful_rejected >= 0.6
