@@ -11,13 +11,18 @@ Arms (same model, dtype, seeds, meta-prompts, sampling parameters and filters):
   batched-mask       `batched` in mask-then-filter mode (isolates the yield difference)
   batched-generate   `batched` decoded by transformers' `generate` (isolates the decoder)
 
-Prints generations/s, kept paraphrases/s, placeholder yield (generations whose placeholders survive
-/ generations) and kept yield (kept / generations), and three ratios: batched decoding
-(batched-mask vs reference, the same placeholder mode), the whole pipeline (batched vs reference,
-kept paraphrases/s) and the decoder (batched vs batched-generate). A short warm-up generation runs
-first so no arm pays one-time costs.
+Prints generations/s, kept paraphrases/s (after every filter, the meaning filters included),
+placeholder yield (generations whose placeholders survive / generations) and kept yield (kept /
+generations), the filters' share of the arm's time (the fidelity judge's batched scoring is most of
+it), and **faithful kept/s**: kept/s times the share of kept paraphrases that are faithful in that
+placeholder mode on the hand-labeled set (`benchmarks/results/fidelity_judge.json`, at the default
+filters). With `--repeats N` every arm runs N times (arms interleaved) and each figure is the median
+with its range. Ratios: batched decoding (batched-mask vs reference, the same placeholder mode), the
+whole pipeline (batched vs reference, kept paraphrases/s) and the decoder (batched vs
+batched-generate), when those arms run. A short warm-up generation runs first.
 
     python benchmarks/pregen_throughput.py --seeds 8 --batch-size 40
+    python benchmarks/pregen_throughput.py --arms batched,batched-mask --repeats 3 --json benchmarks/results/pregen_modes_cpu.json
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from pathlib import Path
 from instraug_plugin.backends.decoding import shared_prefixes
 from instraug_plugin.backends.transformers_backend import TransformersBackend
 from instraug_plugin.core.cache import GenerationCache
+from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.generation.pipeline import PregenConfig, build_jobs, run_pregen
 from instraug_plugin.generation.prompts import load_meta_prompts
 from instraug_plugin.inputs import load_seeds
+from instraug_plugin.judges import load_judge
 from instraug_plugin.resources import bundled_templates_file
 
 
@@ -65,7 +72,7 @@ def prompt_shape(seeds, backend, prompts, config) -> dict[str, float]:
             "shared_prefix_tokens_mean": round(statistics.mean(shared[g] for g in groups), 1)}
 
 
-def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend):
+def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend, judge):
     backend.batch_size = batch_size_for_backend
     backend.decoder = "generate" if name in ("reference", "batched-generate") else "shared-prefix"
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,15 +80,17 @@ def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend):
         if name == "reference":  # one seed at a time, one meta-prompt at a time: batches of 2 samples
             counts = {"generated": 0, "kept": 0, "placeholders": 0}
             for seed in seeds:
-                result = run_pregen([seed], backend, prompts, config, GenerationCache(Path(tmp) / f"{seed.seed_id.replace('/', '_')}.jsonl"))
+                result = run_pregen([seed], backend, prompts, config, GenerationCache(Path(tmp) / f"{seed.seed_id.replace('/', '_')}.jsonl"), judge=judge)
                 counts["generated"] += result.counts["generated"]
                 counts["kept"] += result.counts["kept"]
                 counts["placeholders"] += result.counts["filters"]["placeholders"]["rejected"] + result.counts["filters"]["extraction"]["rejected"]
         else:
-            result = run_pregen(seeds, backend, prompts, config, GenerationCache(Path(tmp) / "c.jsonl"))
+            result = run_pregen(seeds, backend, prompts, config, GenerationCache(Path(tmp) / "c.jsonl"), judge=judge)
             counts = {
                 "generated": result.counts["generated"], "kept": result.counts["kept"],
                 "placeholders": result.counts["filters"]["placeholders"]["rejected"] + result.counts["filters"]["extraction"]["rejected"],
+                "filter_seconds": result.counts["filter_seconds"],
+                "fidelity_rejected": result.counts["filters"].get("fidelity", {}).get("rejected", 0),
             }
         seconds = time.perf_counter() - started
         replies = [row["text"] for cache in Path(tmp).glob("*.jsonl") for row in map(json.loads, cache.open())]
@@ -93,7 +102,32 @@ def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend):
         "generations_per_s": round(generated / seconds, 3), "kept_per_s": round(counts["kept"] / seconds, 3),
         "placeholder_yield": round((generated - counts["placeholders"]) / generated, 3),
         "kept_yield": round(counts["kept"] / generated, 3),
+        "filter_share": round(counts.get("filter_seconds", 0.0) / seconds, 4),
+        "fidelity_rejected": counts.get("fidelity_rejected", 0),
+        "faithful_kept_per_s": round(counts["kept"] * FAITHFUL_SHARE[config.placeholder_mode] / seconds, 3),
     }
+
+
+def faithful_share() -> dict[str, float]:
+    """Share of kept paraphrases that are faithful per placeholder mode, on the labeled set (default filters)."""
+    published = json.loads((Path(__file__).parent / "results" / "fidelity_judge.json").read_text())
+    judge = published["judges"][DEFAULT_FIDELITY_JUDGE]
+    return {mode: point["precision"] for mode, point in judge["per_mode"].items()}
+
+
+FAITHFUL_SHARE = faithful_share()
+ARMS = ("reference", "batched", "batched-mask", "batched-generate")
+
+
+def median_row(runs: list[dict]) -> dict:
+    """Each numeric figure's median over runs, with its [min, max] range."""
+    row = {"arm": runs[0]["arm"], "runs": len(runs)}
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and key != "arm":
+            values = [r[key] for r in runs]
+            row[key] = round(statistics.median(values), 4)
+            row[key + "_range"] = [min(values), max(values)]
+    return row
 
 
 def main() -> None:
@@ -106,6 +140,8 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--quantization-bits", type=int, default=None)
     parser.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA and AMX CPUs), float32, bfloat16, float16")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per arm (medians and ranges when > 1)")
     parser.add_argument("--json", type=Path, default=None, help="Also write the results here.")
     args = parser.parse_args()
 
@@ -114,33 +150,53 @@ def main() -> None:
     backend = TransformersBackend(args.model, device=args.device, quantization_bits=args.quantization_bits, dtype=args.dtype)
     _ = backend.sentinel_vocabulary  # token tables built once, outside the timings
     warmup = PregenConfig(batch_size=2, max_new_tokens=4)
-    run_pregen(seeds[:1], backend, prompts[:1], warmup, GenerationCache(Path(tempfile.mkdtemp()) / "warmup.jsonl"))
-    rows = [
-        run_arm("reference", seeds, backend, prompts, PregenConfig(placeholder_mode="mask", batch_size=2), 2),
-        run_arm("batched", seeds, backend, prompts, PregenConfig(batch_size=args.batch_size), args.batch_size),
-        run_arm("batched-mask", seeds, backend, prompts, PregenConfig(placeholder_mode="mask", batch_size=args.batch_size), args.batch_size),
-        run_arm("batched-generate", seeds, backend, prompts, PregenConfig(batch_size=args.batch_size), args.batch_size),
-    ]
-    ref, batched, batched_mask, batched_generate = rows
+    judge = load_judge(DEFAULT_FIDELITY_JUDGE, device=args.device)  # loaded once, outside the timings
+    run_pregen(seeds[:1], backend, prompts[:1], warmup, GenerationCache(Path(tempfile.mkdtemp()) / "warmup.jsonl"), judge=judge)
+    configs = {
+        "reference": (PregenConfig(placeholder_mode="mask", batch_size=2), 2),
+        "batched": (PregenConfig(placeholder_mode="constrained", batch_size=args.batch_size), args.batch_size),
+        "batched-mask": (PregenConfig(placeholder_mode="mask", batch_size=args.batch_size), args.batch_size),
+        "batched-generate": (PregenConfig(placeholder_mode="constrained", batch_size=args.batch_size), args.batch_size),
+    }
+    arms = [a.strip() for a in args.arms.split(",")]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
+    runs: dict[str, list[dict]] = {arm: [] for arm in arms}
+    for repeat in range(args.repeats):
+        for arm in arms[repeat % len(arms):] + arms[: repeat % len(arms)]:  # rotate the order each round
+            runs[arm].append(run_arm(arm, seeds, backend, prompts, *configs[arm], judge))
+    rows = [median_row(runs[arm]) if args.repeats > 1 else runs[arm][0] for arm in arms]
+    by_arm = {r["arm"]: r for r in rows}
+
+    def ratio(a: str, b: str, key: str) -> float | None:
+        return round(by_arm[a][key] / max(by_arm[b][key], 1e-9), 2) if a in by_arm and b in by_arm else None
+
     summary = {
         "model": backend.model_id, "device": str(backend.model.device), "dtype": str(backend.model.dtype).removeprefix("torch."),
-        "seeds": len(seeds),
-        "meta_prompts": len(prompts), "batch_size": args.batch_size,
-        **prompt_shape(seeds, backend, prompts, PregenConfig()), "arms": rows,
-        "batching_speedup_generations_per_s": round(batched_mask["generations_per_s"] / ref["generations_per_s"], 2),
-        "pipeline_speedup_kept_per_s": round(batched["kept_per_s"] / max(ref["kept_per_s"], 1e-9), 2),
-        "decoder_speedup_generations_per_s": round(batched["generations_per_s"] / batched_generate["generations_per_s"], 2),
+        "seeds": len(seeds), "repeats": args.repeats,
+        "meta_prompts": len(prompts), "batch_size": args.batch_size, "faithful_share_by_mode": FAITHFUL_SHARE,
+        **prompt_shape(seeds, backend, prompts, PregenConfig()), "arms": rows, "runs": runs,
+        "batching_speedup_generations_per_s": ratio("batched-mask", "reference", "generations_per_s"),
+        "pipeline_speedup_kept_per_s": ratio("batched", "reference", "kept_per_s"),
+        "decoder_speedup_generations_per_s": ratio("batched", "batched-generate", "generations_per_s"),
+        "mask_vs_constrained_faithful_kept_per_s": ratio("batched-mask", "batched", "faithful_kept_per_s"),
     }
-    print(f"{'arm':<18} {'sec':>7} {'gen':>5} {'kept':>5} {'gen/s':>7} {'kept/s':>7} {'ph-yield':>8} {'kept-yield':>10}")
+    print(f"{'arm':<18} {'sec':>7} {'gen':>5} {'kept':>5} {'gen/s':>7} {'kept/s':>7} {'faithful/s':>10} {'ph-yield':>8} "
+          f"{'kept-yield':>10} {'filters':>7}")
     for r in rows:
         print(f"{r['arm']:<18} {r['seconds']:>7} {r['generated']:>5} {r['kept']:>5} {r['generations_per_s']:>7} "
-              f"{r['kept_per_s']:>7} {r['placeholder_yield']:>8.0%} {r['kept_yield']:>10.0%}")
+              f"{r['kept_per_s']:>7} {r['faithful_kept_per_s']:>10} {r['placeholder_yield']:>8.0%} {r['kept_yield']:>10.0%} "
+              f"{r['filter_share']:>7.1%}")
     print(f"prompt tokens per request {summary['prompt_tokens_mean']}, shared by its meta-prompt's rows "
           f"{summary['shared_prefix_tokens_mean']}; mean reply tokens per arm: "
           + ", ".join(f"{r['arm']} {r['mean_reply_tokens']}" for r in rows))
-    print(f"batched decoding, same placeholder mode (batched-mask vs reference): {summary['batching_speedup_generations_per_s']}x generations/s")
-    print(f"whole pipeline (batched vs reference): {summary['pipeline_speedup_kept_per_s']}x kept paraphrases/s")
-    print(f"shared-prefix decoder (batched vs batched-generate): {summary['decoder_speedup_generations_per_s']}x generations/s")
+    for key, text in (("batching_speedup_generations_per_s", "batched decoding, same placeholder mode (batched-mask vs reference), generations/s"),
+                      ("pipeline_speedup_kept_per_s", "whole pipeline (batched vs reference), kept paraphrases/s"),
+                      ("decoder_speedup_generations_per_s", "shared-prefix decoder (batched vs batched-generate), generations/s"),
+                      ("mask_vs_constrained_faithful_kept_per_s", "mask vs constrained (batched-mask vs batched), faithful kept/s")):
+        if summary[key] is not None:
+            print(f"{text}: {summary[key]}x")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 
