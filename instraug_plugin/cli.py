@@ -74,7 +74,7 @@ def pregen_command(
     direct_prompts: Annotated[int, typer.Option(help="Direct meta-prompts to use (0-5).")] = 5,
     guided_prompts: Annotated[int, typer.Option(help="Guided meta-prompts to use.")] = 5,
     guides: Annotated[Path | None, typer.Option(help="Guides file from bootstrap-guides.")] = None,
-    placeholder_mode: Annotated[str, typer.Option(help="constrained (safe by construction) | mask (mask-then-filter; needed by --backend openai without --structured-outputs)")] = "constrained",
+    placeholder_mode: Annotated[str, typer.Option(help="mask (mask-then-filter, default: more faithful paraphrases) | constrained (every placeholder emitted by construction; needs logits control or --structured-outputs)")] = "mask",
     extra_placeholder: Annotated[list[str] | None, typer.Option(help="Regex of extra protected spans (repeatable).")] = None,
     length_window: Annotated[str, typer.Option(help="Kept word-length window relative to the parent: low,high.")] = "0.5,1.5",
     near_duplicate: Annotated[float, typer.Option(help="Reject paraphrases this similar to a kept one (1 disables).")] = 0.9,

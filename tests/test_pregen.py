@@ -95,7 +95,8 @@ def test_constrained_decoding_emits_each_sentinel_exactly_once(smollm2_backend) 
 
 def _pregen(out: Path, *extra: str, env: dict[str, str]) -> subprocess.Popen:
     args = [*CLI, "pregen", str(bundled_templates_file()), "--tasks", "GC,VG", "--limit", "3", "--out", str(out),
-            "--direct-prompts", "2", "--guided-prompts", "1", "--batch-size", "2", "--device", "cpu", *extra]
+            "--direct-prompts", "2", "--guided-prompts", "1", "--batch-size", "2", "--device", "cpu",
+            "--placeholder-mode", "constrained", *extra]
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -5,9 +5,10 @@ Strategies (InstrAug): `single` (one temperature), `multi_temperature` (a list o
 merged), `iterative` (N rounds, each fed with the previous round's *filtered* outputs; length is
 compared with the parent, placeholders with the root seed).
 
-Placeholder modes: `constrained` (the backend must emit every sentinel exactly once: safe by
-construction) and `mask` (the paper's mask-then-filter: unconstrained sampling, the placeholder
-filter rejects what broke).
+Placeholder modes: `mask` (default; the paper's mask-then-filter: unconstrained sampling, the
+placeholder filter rejects what broke) and `constrained` (the backend must emit every sentinel
+exactly once: safe by construction, but a weak rewriter then often forces them into nonsense).
+Either way no kept paraphrase changes a placeholder.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class PregenConfig:
     rounds: int = 2
     top_p: float = 0.9
     samples_per_prompt: int = 1
-    placeholder_mode: str = "constrained"
+    placeholder_mode: str = "mask"  # more faithful kept paraphrases than constrained (README, labeled set)
     batch_size: int = 32
     max_new_tokens: int | None = None
     filters: FilterConfig = field(default_factory=FilterConfig)
