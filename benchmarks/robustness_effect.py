@@ -1,40 +1,61 @@
-"""Does InstrAug make a model robust to unseen instruction wordings? Baseline vs pool-mode training.
+"""Does training with InstrAug make a model robust to unseen instruction wordings? Three arms, several seeds.
 
-Steps (all offline):
-1. draw the shapes benchmark (`make_benchmark`) from `--seed`; `--scenes text` (default) describes
-   each picture in a sentence in front of the instruction, `--scenes image` keeps the images;
-2. build a pool from the benchmark's training templates with `instraug-plugin pregen` (SmolLM2;
-   resumable, cached in `--pool-cache` so later runs reuse it), or take `--template-pool`, and expand
-   it over the training rows' filled-in instructions;
-3. train the same model twice through `llamafactory-cli train` (or `instraug-plugin train` when the
-   startup hook is not installed), same data, steps and seed: (a) `instraug_epsilon: 1` = original
-   templates only, (b) `instraug_epsilon: --epsilon` = InstrAug pool mode;
-4. evaluate both with `instraug-plugin eval` under the original wordings and the held-out ones
-   (never seen in training); print and write (markdown, JSON, plot) mean score and Sensitivity per
-   task and overall.
+Benchmark (`instraug_plugin.evaluation.scenes`): four tasks over the same kind of input, a sentence such as
+`Scene: a red circle, a blue square and a green triangle.`, told apart ONLY by their instruction
+(count the shapes, colour of a named shape, shape listed first/last, is there a <colour> <shape>);
+short answers scored with exact match, disjoint answer sets, so a model that misreads an unfamiliar
+wording answers the wrong task. 5 original training templates per task
+(`templates/benchmark/scenes_train_templates.json`) and 5 human-written held-out wordings per task
+(`scenes_heldout_templates.json`), never used in training nor given to the rewriter.
+
+Arms, each trained with `--seeds` training seeds through `llamafactory-cli train` (`instraug-plugin train`
+when the startup hook is not installed), the same rows, steps and hyper-parameters:
+  (a) baseline: original templates only (`instraug_epsilon: 1`);
+  (b) InstrAug on-the-fly pool mode (`instraug_epsilon: --epsilon`, a fresh draw per row and epoch);
+  (c) the paper's offline MIns+ dataset: `instraug-plugin build` with the same pool and epsilon (one draw
+      per row, fixed for all epochs), trained without instraug keys.
+The pool is the committed `benchmarks/pools/scenes_train` (`instraug-plugin pregen` over the training
+templates, defaults incl. the fidelity filter), expanded over the rows' filled instructions.
+Each model is scored by `instraug-plugin eval --variants both` on the same test instances under the
+5 original and 5 held-out wordings per task.
+
+Reported (mean and 95% two-level bootstrap interval: resample seeds, then instances within each task;
+paired across arms): accuracy under original wordings, under held-out wordings, held-out Sensitivity
+(per model and task: population std / mean across the held-out wordings, averaged over tasks, then
+over seeds), and the differences b-a, c-a, b-c. Target: (b) lowers held-out Sensitivity by >= 30%
+relative to (a) AND raises held-out accuracy with the interval of the difference excluding 0.
+
+Evaluation: with `finetuning_type: freeze` every trained model shares the base model's frozen layers, so
+`SharedTrunkEvaluator` runs them once over all prompts and each model only its trained layers (and the
+few decoded tokens); same loader, template, greedy decoding, metric and predictions.jsonl as
+`instraug-plugin eval` (`--eval-mode cli` uses that per model; identical predictions on 80 checked prompts).
 
 Presets (`--preset`, default `gpu` when CUDA is available, else `cpu`):
-- cpu: text scenes, the pretrained SmolLM2-135M-Instruct (template chatml) with its last 4 layers
-  fine-tuned (`finetuning_type: freeze`: the backward pass stops there, cheaper than LoRA on every layer),
-  48 training rows per task, 1 epoch (30 steps of 8), 6 test instances per task x 10 wordings;
-  16 minutes on 2 shared CPU cores with the template pool cached (its first pregen took 30 minutes).
-- gpu: text scenes, full fine-tuning of SmolLM2-135M-Instruct, 400 training rows per task, 3 epochs,
-  40 test instances per task. `--scenes image --model LLAVA_DIR` trains a LLaVA-style model on the
-  images instead (default: the ~6M-parameter tiny LLaVA of tests/tiny_llava.py, which learns nothing
-  from scratch at CPU scale).
+- cpu: task set `positions`, SmolLM2-135M-Instruct (chatml), last 8 of 30 layers trained (freeze; no
+  activation checkpointing), lr 1e-3, batch 16, 128 training rows per task, 40 test instances per task x
+  (5 original + 5 held-out wordings), 3 training seeds per arm, 1 thread per process (on a small shared CPU,
+  2 threads per process oversubscribe the cores: 4-10x slower steps). Steps: the baseline (seed 0,
+  20 test instances per task, original wordings only) reached 73.5% at 40 steps and 95.2% at 80 steps;
+  the smallest tried that meets the >= 80% criterion, 80 (2.5 epochs), is used for every arm. (The first task set, `lookup`,
+  stayed near chance: 41.5% / 44.2% / 43.2% at 40 / 60 / 80 steps with 4 / 6 / 8 trained layers.)
+- gpu: more rows, instances, seeds and steps, full fine-tuning (evaluated with `instraug-plugin eval`).
+- smoke: a few steps and instances, 1 seed, all three arms (the test suite's end-to-end check).
 
-    .venv/bin/python benchmarks/robustness_effect.py --work runs/robustness
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/robustness_effect.py --work runs/robustness
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import subprocess
 import sys
 import sysconfig
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +63,42 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+POOLS = ROOT / "benchmarks" / "pools"  # <task set template name>_train: committed pregen output
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"train_per_task": 48, "test_per_task": 6, "epochs": 1.0, "batch_size": 8, "learning_rate": 2e-4,
-            "finetuning_type": "freeze", "device": "cpu", "eval_batch_size": 50},
-    "gpu": {"train_per_task": 400, "test_per_task": 40, "epochs": 3.0, "batch_size": 16, "learning_rate": 5e-5,
-            "finetuning_type": "full", "device": "cuda", "eval_batch_size": 64},
+    # steps: the baseline's step count by the >= 80% criterion on the original wordings (calibration in the
+    # module docstring); freeze: the last 8 of 30 layers train, so every model shares the frozen trunk at eval
+    "cpu": {"train_per_task": 128, "test_per_task": 40, "seeds": 3, "steps": 80, "batch_size": 16,
+            "learning_rate": 1e-3, "finetuning_type": "freeze", "trainable_layers": 8, "eval_batch_size": 80,
+            "threads": 1},
+    "gpu": {"train_per_task": 400, "test_per_task": 100, "seeds": 5, "steps": 300, "batch_size": 16,
+            "learning_rate": 5e-5, "finetuning_type": "full", "trainable_layers": 8, "eval_batch_size": 128,
+            "threads": None},
+    "smoke": {"train_per_task": 8, "test_per_task": 2, "seeds": 1, "steps": 2, "batch_size": 4,
+              "learning_rate": 1e-4, "finetuning_type": "freeze", "trainable_layers": 1, "eval_batch_size": 80,
+              "threads": None},
+}
+ARMS = {
+    "a": "baseline (eps=1)",
+    "b": "InstrAug on-the-fly pool",
+    "c": "MIns+ offline (build)",
 }
 KINDS = ("original", "heldout")
+DIFFERENCES = (("b", "a"), ("c", "a"), ("b", "c"))
+METRICS = ("original_acc", "heldout_acc", "heldout_sens")
+MAX_NEW_TOKENS = 4
+
+
+class Clock:
+    """Progress lines with the elapsed time since the start."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def log(self, message: str) -> None:
+        print(f"[{self.elapsed():7.1f}s] {message}", flush=True)
 
 
 def run(cmd: list[str], log: Path, env: dict[str, str]) -> float:
@@ -62,11 +112,6 @@ def run(cmd: list[str], log: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def fmt(value: float | None, digits: int = 1) -> str:
-    """A number for the summary table; n/a when undefined."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def train_command(config: Path) -> list[str]:
     """`llamafactory-cli train` when our startup hook is installed, else the explicit `instraug-plugin train`."""
     site = Path(sysconfig.get_paths()["purelib"])
@@ -75,31 +120,326 @@ def train_command(config: Path) -> list[str]:
     return [str(BIN / "instraug-plugin"), "train", str(config)]
 
 
-def split_by_kind(predictions: Path, metrics: dict[str, str], name: str, model: str) -> dict[str, Any]:
-    """Re-summarize one `--variants both` run's predictions into one Report per variant kind."""
-    from instraug_plugin.evaluation.report import ScoredItem, summarize
-
-    items = [json.loads(line) for line in predictions.read_text(encoding="utf-8").splitlines() if line]
-    scored = [ScoredItem(**{**i, "answers": tuple(i["answers"])}) for i in items]
-    return {kind: summarize([s for s in scored if s.variant.startswith(kind + "/")], metrics, name=name,
-                            model=model, variants=kind) for kind in KINDS}
+# ----------------------------------------------------------------------------------------------- statistics
 
 
-def markdown_table(reports: dict[str, dict[str, Any]]) -> str:
-    """Per task and overall: each arm's mean under original and held-out wordings, and held-out Sensitivity."""
-    arms = list(reports)
-    header = "| task |" + "".join(f" {a}: original | {a}: held-out | {a}: held-out Sens. |" for a in arms)
-    lines = [header, "|---|" + "---:|" * (3 * len(arms))]
-    first = reports[arms[0]]["heldout"]
-    rows = [(t.task, [(r["original"].tasks[i], r["heldout"].tasks[i]) for r in reports.values()])
-            for i, t in enumerate(first.tasks)]
-    for task, pairs in rows:
-        lines.append(f"| {task} |" + "".join(
-            f" {fmt(o.mean)} | {fmt(h.mean)} | {fmt(h.sensitivity, 3)} |" for o, h in pairs))
-    lines.append("| **overall** |" + "".join(
-        f" **{fmt(r['original'].overall['mean'])}** | **{fmt(r['heldout'].overall['mean'])}** | "
-        f"**{fmt(r['heldout'].overall['sensitivity'], 3)}** |" for r in reports.values()))
-    return "\n".join(lines) + "\n"
+def load_scores(predictions: Path) -> dict[str, dict[str, float]]:
+    """`predictions.jsonl` of `instraug-plugin eval` -> {instance_id: {variant: score}}."""
+    scores: dict[str, dict[str, float]] = defaultdict(dict)
+    for line in predictions.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            item = json.loads(line)
+            scores[item["instance_id"]][item["variant"]] = float(item["score"])
+    return dict(scores)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def sensitivity(wording_means: list[float]) -> float | None:
+    """Population std / mean across wordings; None when the mean is 0."""
+    mean = _mean(wording_means)
+    if mean == 0:
+        return None
+    return math.sqrt(_mean([(v - mean) ** 2 for v in wording_means])) / mean
+
+
+class ArmScores:
+    """One arm's scores: seeds x instances x variants (0/1 exact match), instances grouped by task."""
+
+    def __init__(self, by_seed: list[dict[str, dict[str, float]]], tasks: dict[str, list[str]],
+                 variants: dict[str, list[str]]):
+        self.by_seed = by_seed
+        self.tasks = tasks  # task -> instance ids
+        self.variants = variants  # kind -> variant names ("original/0", ...)
+
+    def metrics(self, seeds: list[int], instances: dict[str, list[str]]) -> dict[str, float]:
+        """The three metrics (accuracy in percent) over the chosen seeds and instances (repeats allowed)."""
+        out: dict[str, float] = {}
+        for kind in KINDS:
+            total = [self.by_seed[s][i][v] for s in seeds for ids in instances.values() for i in ids
+                     for v in self.variants[kind]]
+            out[f"{kind}_acc"] = 100 * _mean(total)
+        per_seed = []
+        for s in seeds:
+            per_task = []
+            for ids in instances.values():
+                wording = [_mean([self.by_seed[s][i][v] for i in ids]) for v in self.variants["heldout"]]
+                value = sensitivity(wording)
+                if value is not None:
+                    per_task.append(value)
+            per_seed.append(_mean(per_task) if per_task else float("nan"))
+        finite = [v for v in per_seed if not math.isnan(v)]
+        out["heldout_sens"] = _mean(finite) if finite else float("nan")
+        return out
+
+
+def two_level_bootstrap(arms: dict[str, ArmScores], n_resamples: int = 1000, seed: int = 0,
+                        confidence: float = 0.95) -> dict[str, Any]:
+    """Point estimates and percentile intervals for each arm's metrics and the arm differences.
+
+    Each replicate resamples the training seeds with replacement, then the instances of each task with
+    replacement; the same draw is applied to every arm (seed k of every arm shares its training seed,
+    instances are the same test items), so differences are paired.
+    """
+    from instraug_plugin.evaluation.robustness import percentile_interval
+
+    first = next(iter(arms.values()))
+    n_seeds = len(first.by_seed)
+    all_seeds = list(range(n_seeds))
+    estimates = {name: arm.metrics(all_seeds, first.tasks) for name, arm in arms.items()}
+    rng = random.Random(seed)
+    replicates: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in arms}
+    for _ in range(n_resamples):
+        seeds = rng.choices(all_seeds, k=n_seeds)
+        instances = {task: rng.choices(ids, k=len(ids)) for task, ids in first.tasks.items()}
+        for name, arm in arms.items():
+            for metric, value in arm.metrics(seeds, instances).items():
+                replicates[name][metric].append(value)
+
+    def interval(estimate: float, values: list[float]) -> dict[str, float | None]:
+        finite = [v for v in values if not math.isnan(v)]
+        if math.isnan(estimate) or not finite:
+            return {"estimate": None, "low": None, "high": None}
+        low, high = percentile_interval(finite, confidence)
+        return {"estimate": estimate, "low": low, "high": high}
+
+    result: dict[str, Any] = {"arms": {}, "differences": {}, "n_resamples": n_resamples, "confidence": confidence,
+                              "seeds": n_seeds, "instances_per_task": {t: len(i) for t, i in first.tasks.items()}}
+    for name in arms:
+        result["arms"][name] = {m: interval(estimates[name][m], replicates[name][m]) for m in METRICS}
+    for x, y in DIFFERENCES:
+        if x in arms and y in arms:
+            result["differences"][f"{x}-{y}"] = {
+                m: interval(estimates[x][m] - estimates[y][m],
+                            [p - q for p, q in zip(replicates[x][m], replicates[y][m])]) for m in METRICS}
+    return result
+
+
+def per_task_means(arm: ArmScores) -> dict[str, dict[str, float]]:
+    """Per task: mean accuracy (percent) under original and held-out wordings, over all seeds."""
+    out = {}
+    seeds = list(range(len(arm.by_seed)))
+    for task, ids in arm.tasks.items():
+        out[task] = arm.metrics(seeds, {task: ids})
+    return out
+
+
+def verdict(stats: dict[str, Any]) -> dict[str, Any]:
+    """The target: (b) lowers held-out Sensitivity >= 30% relative to (a) and raises held-out accuracy
+    with the interval of b-a excluding 0; plus whether the baseline masters the original wordings (>= 80%)."""
+    a, b = stats["arms"].get("a"), stats["arms"].get("b")
+    out: dict[str, Any] = {"baseline_original_acc": a["original_acc"]["estimate"] if a else None}
+    out["baseline_masters_originals"] = bool(a and (a["original_acc"]["estimate"] or 0) >= 80)
+    if not (a and b):
+        return out
+    sa, sb = a["heldout_sens"]["estimate"], b["heldout_sens"]["estimate"]
+    out["sensitivity_relative_drop"] = None if sa in (None, 0) or sb is None else 1 - sb / sa
+    out["sensitivity_target_met"] = out["sensitivity_relative_drop"] is not None and out["sensitivity_relative_drop"] >= 0.3
+    diff = stats["differences"]["b-a"]["heldout_acc"]
+    out["heldout_gain"] = diff
+    out["heldout_gain_target_met"] = diff["low"] is not None and diff["low"] > 0
+    out["target_met"] = out["sensitivity_target_met"] and out["heldout_gain_target_met"]
+    return out
+
+
+def _cell(interval: dict[str, float | None], digits: int) -> str:
+    if interval["estimate"] is None:
+        return "n/a"
+    return f"{interval['estimate']:.{digits}f} [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
+
+
+def markdown_report(stats: dict[str, Any], tasks: dict[str, dict[str, dict[str, float]]], check: dict[str, Any],
+                    setup: str, timings: dict[str, float]) -> str:
+    """The summary table (mean [95% interval]), the differences, per-task means and the verdict."""
+    conf = round(100 * stats["confidence"])
+    lines = [
+        "# Robustness effect: baseline vs InstrAug on-the-fly pool vs offline MIns+", "", setup, "",
+        f"Accuracy in percent (exact match); Sens. = std/mean across the held-out wordings (lower is better). "
+        f"Mean [{conf}% bootstrap interval], {stats['n_resamples']} two-level resamples "
+        f"({stats['seeds']} training seeds, then instances within each task).", "",
+        "| arm | original wordings | held-out wordings | held-out Sens. |", "|---|---:|---:|---:|",
+    ]
+    for name, values in stats["arms"].items():
+        lines.append(f"| ({name}) {ARMS[name]} | {_cell(values['original_acc'], 1)} | "
+                     f"{_cell(values['heldout_acc'], 1)} | {_cell(values['heldout_sens'], 3)} |")
+    lines += ["", "| difference | original wordings | held-out wordings | held-out Sens. |", "|---|---:|---:|---:|"]
+    for name, values in stats["differences"].items():
+        lines.append(f"| {name} | {_cell(values['original_acc'], 1)} | {_cell(values['heldout_acc'], 1)} | "
+                     f"{_cell(values['heldout_sens'], 3)} |")
+    lines += ["", "Per task (mean over seeds and instances):", "",
+              "| task |" + "".join(f" ({n}) original | ({n}) held-out | ({n}) Sens. |" for n in tasks),
+              "|---|" + "---:|" * (3 * len(tasks))]
+    task_names = list(next(iter(tasks.values())))
+    for task in task_names:
+        cells = []
+        for arm in tasks.values():
+            m = arm[task]
+            sens = "n/a" if math.isnan(m["heldout_sens"]) else f"{m['heldout_sens']:.3f}"
+            cells.append(f" {m['original_acc']:.1f} | {m['heldout_acc']:.1f} | {sens} |")
+        lines.append(f"| {task} |" + "".join(cells))
+    lines += ["", "## Verdict", ""]
+    base = check.get("baseline_original_acc")
+    lines.append(f"- Baseline under the original wordings: {'n/a' if base is None else f'{base:.1f}%'} "
+                 f"({'meets' if check['baseline_masters_originals'] else 'does NOT meet'} the 80% criterion).")
+    if "target_met" in check:
+        drop = check["sensitivity_relative_drop"]
+        gain = check["heldout_gain"]
+        lines.append(f"- Held-out Sensitivity, relative change (b vs a): "
+                     f"{'n/a' if drop is None else f'{-100 * drop:+.1f}%'} (target: <= -30%): "
+                     f"{'met' if check['sensitivity_target_met'] else 'not met'}.")
+        lines.append(f"- Held-out accuracy b-a: {_cell(gain, 1)} points (target: interval excludes 0, above): "
+                     f"{'met' if check['heldout_gain_target_met'] else 'not met'}.")
+        lines.append(f"- **Target {'MET' if check['target_met'] else 'NOT MET'}.**")
+    lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), ""]
+    return "\n".join(lines)
+
+
+def plot_summary(stats: dict[str, Any], path: Path) -> None:
+    """Three panels (original accuracy, held-out accuracy, held-out Sensitivity), one bar per arm with its interval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    names = list(stats["arms"])
+    for ax, metric, title in zip(axes, METRICS, ("accuracy, original wordings", "accuracy, held-out wordings",
+                                                 "held-out Sensitivity (lower is better)")):
+        values = [stats["arms"][n][metric] for n in names]
+        est = [v["estimate"] or 0 for v in values]
+        err = [[max(0, (v["estimate"] or 0) - (v["low"] or 0)) for v in values],
+               [max(0, (v["high"] or 0) - (v["estimate"] or 0)) for v in values]]
+        ax.bar(range(len(names)), est, yerr=err, capsize=4, color=["tab:gray", "tab:blue", "tab:orange"][: len(names)])
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels([f"({n})" for n in names])
+        ax.set_title(title, fontsize=10)
+    fig.suptitle(" / ".join(f"({n}) {ARMS[n]}" for n in names), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------- shared-trunk evaluation
+
+
+class SharedTrunkEvaluator:
+    """Greedy answers for many `finetuning_type: freeze` models of one base, sharing the frozen trunk.
+
+    With the last N layers trained, layers 0..L-N-1 (and the embeddings) of every trained model are the
+    base model's, so their hidden states and key/value cache over every evaluation prompt are the same for
+    all models: computed once here. Each model then runs only its last N layers over the prompts, and
+    its full stack for the few decoded tokens (greedy, stopping at the template's stop tokens), the way
+    `instraug-plugin eval` does (same LLaMA-Factory loader, template encoding, left padding, metrics and
+    predictions.jsonl), at a fraction of the cost. `evaluate` checks that the model's trunk weights are the
+    base's and refuses otherwise.
+    """
+
+    def __init__(self, base: Path, template: str, eval_set_path: Path, trunk_layers: int, batch_size: int,
+                 max_new_tokens: int, variants: str = "both"):
+        import torch
+        from transformers.masking_utils import create_causal_mask
+
+        from instraug_plugin.evaluation.evalset import load_eval_set
+        from instraug_plugin.evaluation.runner import GenerationSettings, Generator, resolve_model
+
+        self.template = template
+        self.settings = GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens)
+        self.eval_set = load_eval_set(eval_set_path, variants=variants)
+        self.items = self.eval_set.items()
+        base_gen = Generator.load(resolve_model(str(base), template=template), self.settings)
+        self.base_state = {k: v.clone() for k, v in base_gen.model.state_dict().items()
+                           if not k.startswith("model.layers.") or int(k.split(".")[2]) < trunk_layers}
+        self.trunk_layers = trunk_layers
+        self.stop_ids = base_gen.template.get_stop_token_ids(base_gen.tokenizer)
+        self.tokenizer = base_gen.tokenizer
+        lengths = [len(base_gen._encode(item.prompt, (), None)) for item in self.items]
+        self.order = sorted(range(len(self.items)), key=lambda i: lengths[i])  # less padding per batch
+        self.batches: list[dict[str, Any]] = []
+        model = base_gen.model.eval()
+        inner = model.model
+        with torch.inference_mode():
+            for start in range(0, len(self.order), batch_size):
+                index = self.order[start:start + batch_size]
+                inputs = base_gen._batch_inputs([(self.items[i].prompt, ()) for i in index], None)
+                from transformers import DynamicCache
+
+                cache = DynamicCache(config=model.config)
+                mask2d = inputs["attention_mask"]
+                position_ids = (mask2d.long().cumsum(-1) - 1).clamp(min=0)
+                hidden = inner.embed_tokens(inputs["input_ids"])
+                causal = create_causal_mask(config=model.config, inputs_embeds=hidden, attention_mask=mask2d,
+                                            past_key_values=cache, position_ids=position_ids)
+                rotary = inner.rotary_emb(hidden, position_ids=position_ids)
+                for layer in inner.layers[:trunk_layers]:
+                    hidden = layer(hidden, attention_mask=causal, position_embeddings=rotary,
+                                   position_ids=position_ids, past_key_values=cache, use_cache=True)
+                kv = [(cache.layers[i].keys, cache.layers[i].values) for i in range(trunk_layers)]
+                self.batches.append({"index": index, "hidden": hidden, "kv": kv, "mask2d": mask2d,
+                                     "causal": causal, "rotary": rotary, "position_ids": position_ids})
+        del base_gen, model
+
+    def _check_trunk(self, model: Any) -> None:
+        import torch
+
+        state = model.state_dict()
+        for key, value in self.base_state.items():
+            if key.startswith("model.layers.") or key == "model.embed_tokens.weight":
+                if key not in state or not torch.equal(state[key], value):
+                    raise SystemExit(f"shared-trunk eval: {key} differs from the base model; "
+                                     "use --eval-mode cli (the model was not trained with a frozen trunk)")
+
+    def evaluate(self, model_dir: Path, out_dir: Path) -> dict[str, dict[str, float]]:
+        """Generate, score and write `out_dir/predictions.jsonl`; returns {instance_id: {variant: score}}."""
+        import torch
+        from transformers import DynamicCache
+
+        from instraug_plugin.evaluation.runner import Generator, resolve_model, score_items
+
+        gen = Generator.load(resolve_model(str(model_dir), template=self.template), self.settings)
+        model = gen.model.eval()
+        self._check_trunk(model)
+        inner = model.model
+        predictions: list[str] = [""] * len(self.items)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.stop_ids[0]
+        with torch.inference_mode():
+            for batch in self.batches:
+                cache = DynamicCache(config=model.config)
+                for i, (k, v) in enumerate(batch["kv"]):
+                    cache.update(k, v, i)
+                hidden = batch["hidden"]
+                for layer in inner.layers[self.trunk_layers:]:
+                    hidden = layer(hidden, attention_mask=batch["causal"], position_embeddings=batch["rotary"],
+                                   position_ids=batch["position_ids"], past_key_values=cache, use_cache=True)
+                logits = model.lm_head(inner.norm(hidden[:, -1:]))[:, -1]
+                mask2d = batch["mask2d"]
+                positions = batch["position_ids"][:, -1:]
+                done = torch.zeros(len(batch["index"]), dtype=torch.bool)
+                tokens: list[torch.Tensor] = []
+                for step in range(self.settings.max_new_tokens):
+                    token = logits.argmax(-1)
+                    token = torch.where(done, torch.full_like(token, pad), token)
+                    tokens.append(token)
+                    done |= torch.isin(token, torch.tensor(self.stop_ids))
+                    if bool(done.all()) or step == self.settings.max_new_tokens - 1:
+                        break
+                    mask2d = torch.cat([mask2d, torch.ones_like(mask2d[:, :1])], dim=1)
+                    positions = positions + 1
+                    logits = model(input_ids=token[:, None], attention_mask=mask2d, position_ids=positions,
+                                   past_key_values=cache, use_cache=True).logits[:, -1]
+                texts = self.tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)
+                for i, text in zip(batch["index"], texts):
+                    predictions[i] = text.strip()
+        scored = score_items(self.items, predictions, self.eval_set)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with (out_dir / "predictions.jsonl").open("w", encoding="utf-8") as fh:
+            for item in scored:
+                fh.write(json.dumps({**item.__dict__, "answers": list(item.answers)}, ensure_ascii=False) + "\n")
+        return load_scores(out_dir / "predictions.jsonl")
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
 
 
 def smollm2_model() -> Path:
@@ -109,132 +449,226 @@ def smollm2_model() -> Path:
     return ensure_converted()
 
 
-def tiny_llava_model(work: Path) -> Path:
-    """The ~6M-parameter LLaVA of tests/tiny_llava.py, built once under `work`."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_llava import build_tiny_llava
-
-    model = work / "tiny_llava"
-    if not (model / "config.json").is_file():
-        build_tiny_llava(model)
-    return model
-
-
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command line; unset numbers come from the preset."""
-    import torch
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "robustness")
-    parser.add_argument("--preset", choices=list(PRESETS), default="gpu" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--scenes", choices=["text", "image"], default="text")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model", type=Path, help="model dir (default: SmolLM2-135M-Instruct, or tiny LLaVA for images)")
-    parser.add_argument("--template", help="LLaMA-Factory template (default: chatml, or llava for images)")
+    parser.add_argument("--preset", choices=list(PRESETS))
+    parser.add_argument("--data-seed", type=int, default=0, help="benchmark draw (rows, test instances)")
+    parser.add_argument("--seeds", type=int, help="training seeds per arm (0, 1, ...)")
+    parser.add_argument("--arms", default="abc", help="subset of arms to run, e.g. a (calibration) or abc")
+    parser.add_argument("--model", type=Path, help="model dir (default: SmolLM2-135M-Instruct)")
+    parser.add_argument("--template", default="chatml")
     parser.add_argument("--finetuning-type", choices=["full", "freeze", "lora"])
-    parser.add_argument("--trainable-layers", type=int, default=4, help="last layers trained with --finetuning-type freeze")
+    parser.add_argument("--trainable-layers", type=int, help="last layers trained with --finetuning-type freeze")
     parser.add_argument("--train-per-task", type=int)
     parser.add_argument("--test-per-task", type=int)
-    parser.add_argument("--epochs", type=float)
+    parser.add_argument("--steps", type=int, help="optimizer steps (same for every arm)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--eval-batch-size", type=int)
-    parser.add_argument("--device", help="pregen device (cpu, cuda)")
-    parser.add_argument("--epsilon", type=float, default=0.3, help="InstrAug run: probability of the original wording")
-    parser.add_argument("--template-pool", type=Path, help="existing pool over the benchmark templates (skips pregen)")
-    parser.add_argument("--pool-cache", type=Path, default=ROOT / "runs" / "pool_cache" / "shapes_train",
-                        help="pregen output dir, reused by later runs")
-    parser.add_argument("--pregen-args", default="--direct-prompts 4 --guided-prompts 4 --batch-size 20",
-                        help="extra arguments for instraug-plugin pregen")
-    args = parser.parse_args()
+    parser.add_argument("--variants", choices=["both", "original"], default="both",
+                        help="original: score only the original wordings (baseline step calibration)")
+    parser.add_argument("--eval-mode", choices=["auto", "shared-trunk", "cli"], default="auto",
+                        help="shared-trunk: score every freeze-tuned model with one pass over the frozen layers "
+                             "(SharedTrunkEvaluator); cli: `instraug-plugin eval` per model; auto: shared-trunk "
+                             "with --finetuning-type freeze, else cli")
+    parser.add_argument("--epsilon", type=float, default=0.3, help="arms b and c: probability of the original wording")
+    parser.add_argument("--task-set", choices=["positions", "lookup"], default="positions",
+                        help="scenes task set (instraug_plugin.evaluation.scenes)")
+    parser.add_argument("--pool", type=Path, help="pool over the training templates "
+                        "(default: benchmarks/pools/<positions|scenes>_train)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--threads", type=int, help="OMP/MKL threads for training and evaluation (1 avoids "
+                        "oversubscription when other jobs share a small CPU; default: torch's)")
+    parser.add_argument("--keep-models", action="store_true", help="keep trained weights (default: delete after eval)")
+    args = parser.parse_args(argv)
+    if args.preset is None:
+        import torch
+
+        args.preset = "gpu" if torch.cuda.is_available() else "cpu"
     for key, value in PRESETS[args.preset].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.scenes == "image" and args.model is None:
-        args.finetuning_type = "full"  # the tiny LLaVA is trained from scratch
+    if args.eval_mode == "auto":
+        args.eval_mode = "shared-trunk" if args.finetuning_type == "freeze" else "cli"
+    if not set(args.arms) <= set(ARMS) or not args.arms:
+        parser.error(f"--arms: letters among {''.join(ARMS)}")
     return args
 
 
-def main() -> None:
-    args = parse_args()
-    from instraug_plugin.core.pool import Pool
-    from instraug_plugin.evaluation.report import plot
-    from instraug_plugin.evaluation.shapes import DATASET_NAME, TASK_METRICS, instantiate_pool, make_benchmark
+def train_config(args: argparse.Namespace, model: Path, bench: Path, out: Path, seed: int, arm: str,
+                 pool_dir: Path, dataset: str) -> dict[str, Any]:
+    """The LLaMA-Factory config of one arm and seed (arm c trains on its built dataset without instraug keys)."""
+    config: dict[str, Any] = {
+        "model_name_or_path": str(model), "stage": "sft", "do_train": True,
+        "finetuning_type": args.finetuning_type, "dataset_dir": str(bench), "dataset": dataset,
+        "template": args.template, "cutoff_len": 128, "overwrite_cache": True, "dataloader_num_workers": 0,
+        "preprocessing_num_workers": 1, "output_dir": str(out), "overwrite_output_dir": True,
+        "logging_steps": max(1, args.steps // 10), "save_strategy": "no", "report_to": "none",
+        "per_device_train_batch_size": args.batch_size, "gradient_accumulation_steps": 1,
+        "learning_rate": args.learning_rate, "max_steps": args.steps, "lr_scheduler_type": "cosine",
+        "warmup_ratio": 0.05, "bf16": False, "fp16": False, "seed": seed, "data_seed": seed,
+        # no activation checkpointing: with it, LLaMA-Factory makes the embeddings require grad (backward and
+        # recomputation through every frozen layer); without it a freeze-tuned step stops at the trainable layers
+        "disable_gradient_checkpointing": True,
+    }
+    if arm in "ab":
+        config.update(instraug_mode="pool", instraug_pool=str(pool_dir), instraug_task_column="task",
+                      instraug_epsilon=1.0 if arm == "a" else args.epsilon, instraug_seed=seed)
+    if args.finetuning_type == "lora":
+        config.update(lora_rank=16, lora_alpha=32, lora_target="all")
+    elif args.finetuning_type == "freeze":
+        config.update(freeze_trainable_layers=args.trainable_layers, freeze_trainable_modules="all")
+    return config
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    clock = Clock()
+    if args.threads:
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")  # the in-process evaluator's loader logs
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from instraug_plugin.evaluation.scenes import (
+        DATASET_NAME,
+        TEMPLATE_FILES,
+        make_scenes_benchmark,
+        scene_templates,
+    )
+    from instraug_plugin.evaluation.shapes import instantiate_pool
 
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    text = args.scenes == "text"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DISABLE_VERSION_CHECK": "1",
-           "TOKENIZERS_PARALLELISM": "false", "HF_HOME": os.environ.get("HF_HOME", str(work / "hf_home"))}
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
+           "TOKENIZERS_PARALLELISM": "false"}
+    timings: dict[str, float] = defaultdict(float)
 
     bench = work / "bench"
-    make_benchmark(bench, seed=args.seed, train_per_task=args.train_per_task, test_per_task=args.test_per_task,
-                   text_scenes=text)
-    model = (args.model or (smollm2_model() if text else tiny_llava_model(work))).resolve()
-    template = args.template or ("chatml" if text else "llava")
+    manifest = make_scenes_benchmark(bench, seed=args.data_seed, train_per_task=args.train_per_task,
+                                     test_per_task=args.test_per_task, task_set=args.task_set)
+    model = (args.model or smollm2_model()).resolve()
+    template_name = TEMPLATE_FILES[args.task_set]
+    template_pool = (args.pool or POOLS / f"{template_name}_train").resolve()
+    train_templates, heldout_templates = scene_templates(args.task_set)
+    pool_file = work / "pool" / "pool.jsonl"
+    if set(args.arms) & {"b", "c"}:
+        if not (template_pool / "pool.jsonl").is_file():
+            sys.exit(f"no pool at {template_pool}: run `instraug-plugin pregen "
+                     f"templates/benchmark/{template_name}_train_templates.json --out {template_pool}`")
+        pool_file = instantiate_pool(template_pool, bench, work / "pool")
+        pool_texts = {json.loads(line)["text"] for line in (template_pool / "pool.jsonl").read_text().splitlines()
+                      if line}
+        leaked = [t for ts in heldout_templates.values() for t in ts if t in pool_texts]
+        if leaked:
+            sys.exit(f"held-out wordings found in the pool: {leaked}")
+    else:  # baseline only: the hook still runs (epsilon 1) over a pool of the original templates
+        from instraug_plugin.core.pool import PoolRecord, normalize, write_pool
 
-    template_pool = args.template_pool
-    if template_pool is None:
-        template_pool = args.pool_cache.resolve()
-        timings["pregen"] = run(
-            [str(BIN / "instraug-plugin"), "pregen", str(ROOT / "templates/benchmark/shapes_train_templates.json"),
-             "--out", str(template_pool), "--device", args.device, *args.pregen_args.split()],
-            work / "pregen.log", env)
-    pool = instantiate_pool(template_pool, bench, work / "pool")
-    templates = Pool.load(template_pool)
-    print(f"template pool {template_pool}: {sum(not r.is_seed for r in templates.records)} kept paraphrases "
-          f"of {sum(r.is_seed for r in templates.records)} templates")
+        rows = json.loads((bench / "train.json").read_text(encoding="utf-8"))
+        seeds = {r["messages"][0]["content"]: r["task"] for r in rows}
+        pool_file = write_pool(work / "pool", [PoolRecord(t, f"{t}/{normalize(x)}", x, x) for x, t in seeds.items()], {})
+    clock.log(f"benchmark ({args.task_set}): {manifest['train_rows']} training rows, {manifest['test_instances']} "
+              f"test instances, {len(manifest['tasks'])} tasks; pool {template_pool} expanded to {pool_file}")
 
-    reports: dict[str, dict[str, Any]] = {}
-    for label, epsilon in (("baseline (eps=1)", 1.0), (f"InstrAug (eps={args.epsilon:g})", args.epsilon)):
-        name = "baseline" if epsilon == 1.0 else "instraug"
-        out = work / "train" / name
-        config = {
-            "model_name_or_path": str(model), "stage": "sft", "do_train": True,
-            "finetuning_type": args.finetuning_type, "dataset_dir": str(bench), "dataset": DATASET_NAME,
-            "template": template, "cutoff_len": 256, "overwrite_cache": True, "dataloader_num_workers": 0,
-            "output_dir": str(out), "overwrite_output_dir": True, "logging_steps": 10, "save_strategy": "no",
-            "report_to": "none", "per_device_train_batch_size": args.batch_size, "learning_rate": args.learning_rate,
-            "num_train_epochs": args.epochs, "lr_scheduler_type": "cosine", "warmup_ratio": 0.05,
-            "bf16": False, "fp16": False, "seed": args.seed,
-            "instraug_mode": "pool", "instraug_pool": str(pool.parent), "instraug_epsilon": epsilon,
-            "instraug_seed": args.seed, "instraug_task_column": "task",
-        }
-        if args.finetuning_type == "lora":
-            config.update(lora_rank=16, lora_alpha=32, lora_target="all")
-        elif args.finetuning_type == "freeze":
-            config.update(freeze_trainable_layers=args.trainable_layers, freeze_trainable_modules="all")
-        config_path = work / f"{name}.yaml"
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-        timings[f"train {name}"] = run(train_command(config_path), work / f"train_{name}.log", env)
-        stats = out / "instraug_stats.jsonl"
-        if stats.is_file():
-            print(f"{label}: augmentation decisions, last epoch: {stats.read_text().splitlines()[-1]}")
-        report_dir = work / "eval" / name
-        timings[f"eval {name}"] = run(
-            [str(BIN / "instraug-plugin"), "eval", str(out), "--eval-set", str(bench / "eval.json"),
-             "--template", template, "--variants", "both", "--max-new-tokens", "6",
-             "--batch-size", str(args.eval_batch_size), "--out", str(report_dir)],
-            work / f"eval_{name}.log", env)
-        reports[label] = split_by_kind(report_dir / "predictions.jsonl", TASK_METRICS, bench.name, label)
-    timings["total"] = time.perf_counter() - started
+    builds: dict[int, str] = {}
+    if "c" in args.arms:
+        for seed in range(args.seeds):
+            name = f"{DATASET_NAME}_mins_s{seed}"
+            timings["build"] += run(
+                [str(BIN / "instraug-plugin"), "build", str(bench / "dataset_info.json"), "--name", DATASET_NAME,
+                 "--pool", str(pool_file.parent), "--epsilon", str(args.epsilon), "--seed", str(seed),
+                 "--task-column", "task", "--output-name", name], work / f"build_s{seed}.log", env)
+            rows = json.loads((bench / f"{name}.json").read_text(encoding="utf-8"))
+            original = json.loads((bench / "train.json").read_text(encoding="utf-8"))
+            changed = sum(r["messages"][0]["content"] != o["messages"][0]["content"] for r, o in zip(rows, original))
+            builds[seed] = name
+            clock.log(f"build (c) seed {seed}: {changed} of {len(rows)} rows reworded")
 
-    table = markdown_table(reports)
-    print(f"\nScores 0-100, {args.test_per_task} test instances per task x 5 original + 5 held-out wordings; "
-          "Sens. = std/mean across the 5 held-out wordings (lower is better)\n")
-    print(table)
-    labels = list(reports)
-    plot([reports[label]["heldout"] for label in labels], work / "robustness_effect.png", labels)
-    summary = {"labels": labels, "table": table, "timings_s": {k: round(v, 1) for k, v in timings.items()},
-               "reports": {label: {kind: r.to_json() for kind, r in rs.items()} for label, rs in reports.items()},
-               "args": vars(args) | {"work": str(work), "model": str(model), "template": template,
-                                     "template_pool": str(template_pool)}}
+    scores: dict[str, list[dict[str, dict[str, float]]]] = {arm: [] for arm in args.arms}
+    evaluator: SharedTrunkEvaluator | None = None
+    n_layers = json.loads((model / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
+    for seed in range(args.seeds):
+        for arm in args.arms:
+            tag = f"{arm}_s{seed}"
+            out = work / "train" / tag
+            dataset = builds[seed] if arm == "c" else DATASET_NAME
+            config = train_config(args, model, bench, out, seed, arm, pool_file.parent, dataset)
+            config_path = work / f"{tag}.yaml"
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+            seconds = run(train_command(config_path), work / f"train_{tag}.log", env)
+            timings["train"] += seconds
+            loss = ""
+            results = out / "train_results.json"
+            if results.is_file():
+                loss = f", train loss {json.loads(results.read_text()).get('train_loss', float('nan')):.3f}"
+            augmented = ""
+            stats_file = out / "instraug_stats.jsonl"
+            if stats_file.is_file() and arm == "b":
+                augmented = f", last epoch: {stats_file.read_text().splitlines()[-1]}"
+            clock.log(f"train ({arm}) {ARMS[arm]} seed {seed}: {seconds:.0f}s{loss}{augmented}")
+            report_dir = work / "eval" / tag
+            if args.eval_mode == "cli":
+                seconds = run(
+                    [str(BIN / "instraug-plugin"), "eval", str(out), "--eval-set", str(bench / "eval.json"),
+                     "--template", args.template, "--variants", args.variants, "--max-new-tokens", str(MAX_NEW_TOKENS),
+                     "--batch-size", str(args.eval_batch_size), "--out", str(report_dir)],
+                    work / f"eval_{tag}.log", env)
+                scores[arm].append(load_scores(report_dir / "predictions.jsonl"))
+            else:
+                if evaluator is None:
+                    started = time.perf_counter()
+                    evaluator = SharedTrunkEvaluator(model, args.template, bench / "eval.json",
+                                                     n_layers - args.trainable_layers, args.eval_batch_size,
+                                                     MAX_NEW_TOKENS, args.variants)
+                    timings["eval trunk"] = time.perf_counter() - started
+                    clock.log(f"eval: frozen trunk ({n_layers - args.trainable_layers} layers) over "
+                              f"{len(evaluator.items)} prompts in {timings['eval trunk']:.0f}s, shared by every model")
+                started = time.perf_counter()
+                scores[arm].append(evaluator.evaluate(out, report_dir))
+                seconds = time.perf_counter() - started
+            timings["eval"] += seconds
+            quick = _mean([s for per in scores[arm][-1].values() for v, s in per.items() if v.startswith("original/")])
+            clock.log(f"eval ({arm}) seed {seed}: {seconds:.0f}s, original wordings {100 * quick:.1f}%")
+            if not args.keep_models:
+                for weights in [*out.glob("*.safetensors"), *out.glob("*.bin")]:
+                    weights.unlink()
+
+    eval_set = json.loads((bench / "eval.json").read_text(encoding="utf-8"))
+    tasks: dict[str, list[str]] = defaultdict(list)
+    for instance in eval_set["instances"]:
+        tasks[instance["task"]].append(instance["id"])
+    kinds = KINDS if args.variants == "both" else ("original",)
+    variants = {kind: [f"{kind}/{i}" for i in range(5)] for kind in kinds}
+    if args.variants == "original":  # calibration: report original accuracy only
+        variants["heldout"] = variants["original"]
+    arms = {arm: ArmScores(by_seed, dict(tasks), variants) for arm, by_seed in scores.items()}
+    stats = two_level_bootstrap(arms, n_resamples=args.bootstrap)
+    per_task = {arm: per_task_means(scores_) for arm, scores_ in arms.items()}
+    check = verdict(stats)
+    timings["total"] = clock.elapsed()
+    setup = (f"Setup: SmolLM2-135M-Instruct ({args.finetuning_type}"
+             f"{f', last {args.trainable_layers} layers' if args.finetuning_type == 'freeze' else ''}), "
+             f"template {args.template}, {manifest['train_rows']} training rows ({args.train_per_task} per task), "
+             f"{args.steps} steps of {args.batch_size}, lr {args.learning_rate:g}, epsilon {args.epsilon:g} (arms b, c), "
+             f"{args.seeds} training seeds per arm, {args.test_per_task} test instances per task x "
+             f"{len(train_templates[next(iter(train_templates))])} original + "
+             f"{len(heldout_templates[next(iter(heldout_templates))])} held-out wordings; preset {args.preset}"
+             f"{'' if args.variants == 'both' else ' (original wordings only)'}.")
+    md = markdown_report(stats, per_task, check, setup, dict(timings))
+    print("\n" + md)
+    plot_summary(stats, work / "robustness_effect.png")
+    summary = {"setup": setup, "stats": stats, "per_task": per_task, "verdict": check,
+               "timings_s": {k: round(v, 1) for k, v in timings.items()},
+               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+               | {"work": str(work), "model": str(model), "pool": str(template_pool), "task_set": args.task_set}}
     (work / "robustness_effect.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    (work / "robustness_effect.md").write_text(table, encoding="utf-8")
-    print(f"timings (s): {summary['timings_s']}\nwrote {work / 'robustness_effect.json'}, "
-          f"{work / 'robustness_effect.md'} and {work / 'robustness_effect.png'}")
+    (work / "robustness_effect.md").write_text(md, encoding="utf-8")
+    clock.log(f"wrote {work / 'robustness_effect.md'}, .json and .png")
+    return summary
 
 
 if __name__ == "__main__":

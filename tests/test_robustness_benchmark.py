@@ -19,7 +19,9 @@ from instraug_plugin.evaluation.scenes import (
     COLORS,
     SHAPES,
     TASK_METRICS,
+    TASK_SETS,
     TASKS,
+    TEMPLATE_FILES,
     describe_scene,
     draw_scene_example,
     make_scenes_benchmark,
@@ -28,7 +30,8 @@ from instraug_plugin.evaluation.scenes import (
 from instraug_plugin.evaluation.shapes import instantiate_pool
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMITTED_POOL = ROOT / "benchmarks" / "pools" / "scenes_train"
+POOLS = ROOT / "benchmarks" / "pools"
+COMMITTED_POOL = POOLS / "positions_train"
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +60,32 @@ def test_describe_scene() -> None:
 
 
 @pytest.mark.parametrize("index", range(20))
-def test_answers_agree_with_scene(index: int) -> None:
+def test_positions_answers_agree_with_scene(index: int) -> None:
     count = draw_scene_example("scene_count", 0, "test", index)
+    assert count.answers == [str(len(_objects(count.scene)))] and count.answers[0] in {"2", "3"}
+    first_color = draw_scene_example("first_color", 0, "test", index)
+    assert first_color.answers == [_objects(first_color.scene)[0][0]]
+    first = draw_scene_example("first_shape", 0, "test", index)
+    assert first.answers == [_objects(first.scene)[0][1]]
+    last = draw_scene_example("last_shape", 0, "test", index)
+    assert last.answers == [_objects(last.scene)[-1][1]]
+    for example in (count, first_color, first, last):
+        objects = _objects(example.scene)
+        assert len({c for c, _ in objects}) == len({s for _, s in objects}) == len(objects)
+        assert all(c in COLORS and s in SHAPES for c, s in objects)
+
+
+@pytest.mark.parametrize("index", range(20))
+def test_lookup_answers_agree_with_scene(index: int) -> None:
+    count = draw_scene_example("scene_count", 0, "test", index, "lookup")
     objects = _objects(count.scene)
     assert count.answers == [str(len(objects))] and 2 <= len(objects) <= 4
-    color = draw_scene_example("scene_color", 0, "test", index)
+    color = draw_scene_example("scene_color", 0, "test", index, "lookup")
     assert (color.answers[0], color.fields["shape"]) in _objects(color.scene)
-    order = draw_scene_example("scene_order", 0, "test", index)
+    order = draw_scene_example("scene_order", 0, "test", index, "lookup")
     objects = _objects(order.scene)
     assert order.answers == [objects[0 if order.fields["order"] == "first" else -1][1]]
-    exists = draw_scene_example("scene_exists", 0, "test", index)
+    exists = draw_scene_example("scene_exists", 0, "test", index, "lookup")
     present = (exists.fields["color"], exists.fields["shape"]) in _objects(exists.scene)
     assert exists.answers == ["yes" if present else "no"]
     for example in (count, color, order, exists):  # distinct shapes and colours: every question is unambiguous
@@ -75,22 +94,30 @@ def test_answers_agree_with_scene(index: int) -> None:
         assert all(c in COLORS and s in SHAPES for c, s in objects)
 
 
-def test_tasks_differ_only_by_instruction_and_answers_are_disjoint() -> None:
+def test_tasks_differ_only_by_instruction() -> None:
+    """Same kind of input in every task; answer types: digits, colours, shapes (first vs last: same type)."""
     answers = {task: {draw_scene_example(task, 0, "train", i).answers[0] for i in range(200)} for task in TASKS}
-    tasks = list(answers)
-    for i, a in enumerate(tasks):
-        for b in tasks[i + 1:]:
-            assert not answers[a] & answers[b], (a, b)
-    assert answers["scene_exists"] == {"yes", "no"}
+    assert answers["scene_count"] == {"2", "3"}
+    assert answers["first_color"] <= set(COLORS) and answers["first_shape"] == answers["last_shape"] == set(SHAPES)
+    scenes = {task: {len(_objects(draw_scene_example(task, 0, "train", i).scene)) for i in range(200)} for task in TASKS}
+    assert all(sizes == {2, 3} for sizes in scenes.values())
+    differ = sum(draw_scene_example("first_shape", 0, "test", i).answers != draw_scene_example("last_shape", 0, "test", i).answers
+                 for i in range(40))
+    assert differ > 0
+    lookup = {task: {draw_scene_example(task, 0, "train", i, "lookup").answers[0] for i in range(200)}
+              for task in TASK_SETS["lookup"]}
+    assert lookup["scene_exists"] == {"yes", "no"}
     assert set(TASK_METRICS.values()) == {"exact_match"}
     assert exact_match("Red.", ["red"]) == 1.0 and exact_match("red circle", ["red"]) == 0.0
 
 
-def test_templates_heldout_disjoint_from_training_and_pool() -> None:
-    train, heldout = scene_templates()
-    assert set(train) == set(heldout) == set(TASKS)
-    pool_texts = {json.loads(line)["text"] for line in (COMMITTED_POOL / "pool.jsonl").read_text().splitlines()}
-    for task in TASKS:
+@pytest.mark.parametrize("task_set", list(TASK_SETS))
+def test_templates_heldout_disjoint_from_training_and_pool(task_set: str) -> None:
+    train, heldout = scene_templates(task_set)
+    assert set(train) == set(heldout) == set(TASK_SETS[task_set])
+    pool = POOLS / f"{TEMPLATE_FILES[task_set]}_train" / "pool.jsonl"
+    pool_texts = {json.loads(line)["text"] for line in pool.read_text().splitlines()}
+    for task in TASK_SETS[task_set]:
         assert len(train[task]) == 5 and len(heldout[task]) >= 5
         assert not set(heldout[task]) & set(train[task])
         assert not set(heldout[task]) & pool_texts
@@ -220,6 +247,7 @@ def test_smoke_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for name in ("robustness_effect.md", "robustness_effect.json", "robustness_effect.png"):
         assert (tmp_path / name).is_file()
     built = json.loads((tmp_path / "bench" / "instraug_scenes_train_mins_s0.json").read_text())
+    assert summary["args"]["task_set"] == "positions"
     original = json.loads((tmp_path / "bench" / "train.json").read_text())
     assert len(built) == len(original)
     assert any(b["messages"][0]["content"] != o["messages"][0]["content"] for b, o in zip(built, original))
