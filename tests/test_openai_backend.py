@@ -165,7 +165,8 @@ def test_cli_rejects_bad_openai_configuration_in_one_line(tmp_path: Path) -> Non
             "needs --api-base": ["--model", "smollm2", "--placeholder-mode", "mask"],
             "needs --model": ["--api-base", server.api_base, "--placeholder-mode", "mask"],
             "--quantization-bits does not apply to the openai backend": [*served, "--quantization-bits", "4"],
-            "backend openai cannot decode with constraints; rerun with --placeholder-mode mask (or --structured-outputs": served,
+            "backend openai cannot decode with constraints; rerun with --placeholder-mode mask (or --structured-outputs": [
+                *served, "--placeholder-mode", "constrained"],
         }
         for expected, args in cases.items():
             result = CliRunner().invoke(app, base + args)
