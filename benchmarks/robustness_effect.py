@@ -481,6 +481,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--threads", type=int, help="OMP/MKL threads for training and evaluation (1 avoids "
                         "oversubscription when other jobs share a small CPU; default: torch's)")
+    parser.add_argument("--resume", action="store_true", help="reuse every arm/seed already evaluated in --work "
+                        "(eval/<arm>_s<seed>/predictions.jsonl) instead of training it again")
     parser.add_argument("--keep-models", action="store_true", help="keep trained weights (default: delete after eval)")
     args = parser.parse_args(argv)
     if args.preset is None:
@@ -595,6 +597,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for arm in args.arms:
             tag = f"{arm}_s{seed}"
             out = work / "train" / tag
+            if args.resume and (work / "eval" / tag / "predictions.jsonl").is_file():
+                scores[arm].append(load_scores(work / "eval" / tag / "predictions.jsonl"))
+                clock.log(f"({arm}) seed {seed}: reused {work / 'eval' / tag / 'predictions.jsonl'}")
+                continue
             dataset = builds[seed] if arm == "c" else DATASET_NAME
             config = train_config(args, model, bench, out, seed, arm, pool_file.parent, dataset)
             config_path = work / f"{tag}.yaml"
