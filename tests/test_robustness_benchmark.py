@@ -256,3 +256,23 @@ def test_smoke_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for arm in "abc":
         predictions = (tmp_path / "eval" / f"{arm}_s0" / "predictions.jsonl").read_text().splitlines()
         assert len(predictions) == 2 * len(TASKS) * 10
+
+
+def test_resume_reuses_evaluated_arms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--resume: arms/seeds with predictions in --work are not trained again; the report covers them."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    script = _script()
+    bench = tmp_path / "probe"
+    make_scenes_benchmark(bench, seed=0, train_per_task=8, test_per_task=2)
+    instances = json.loads((bench / "eval.json").read_text())["instances"]
+    for arm, heldout in (("a", 0.0), ("b", 1.0), ("c", 1.0)):
+        out = tmp_path / "eval" / f"{arm}_s0"
+        out.mkdir(parents=True)
+        rows = [{"task": i["task"], "variant": f"{kind}/{v}", "instance_id": i["id"], "prediction": "x",
+                 "answers": i["answers"], "score": 1.0 if kind == "original" or v < 4 or heldout else 0.0}
+                for i in instances for kind in ("original", "heldout") for v in range(5)]
+        (out / "predictions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    summary = script.main(["--preset", "smoke", "--work", str(tmp_path), "--resume", "--bootstrap", "20"])
+    assert not (tmp_path / "train").exists()
+    assert summary["stats"]["differences"]["b-a"]["heldout_acc"]["estimate"] == pytest.approx(20)
+    assert summary["stats"]["arms"]["b"]["heldout_sens"]["estimate"] == 0
