@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import time
 from pathlib import Path
 from types import ModuleType
 
@@ -239,9 +238,7 @@ def test_smoke_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     """The smallest configuration: 1 seed, a few steps and instances, all three arms, real training and eval."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     script = _script()
-    started = time.perf_counter()
     summary = script.main(["--preset", "smoke", "--work", str(tmp_path), "--bootstrap", "20"])
-    assert time.perf_counter() - started < 180
     assert set(summary["stats"]["arms"]) == {"a", "b", "c"}
     assert set(summary["stats"]["differences"]) == {"b-a", "c-a", "b-c"}
     for name in ("robustness_effect.md", "robustness_effect.json", "robustness_effect.png"):
