@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
+from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 
 # Unicode character-name prefixes, checked in order; kana decides Japanese before Han does Chinese.
@@ -16,7 +17,7 @@ def language_of(text: str, spec: PlaceholderSpec = DEFAULT_SPEC) -> str:
     Latin-script text (English and other European languages), `none` when there are no letters."""
     try:
         free = "".join(s.text for s in spec.parse(text) if not s.protected)
-    except Exception:  # an unparsable template still has a script
+    except InstrAugError:  # an unparsable template still has a script
         free = text
     names = [unicodedata.name(ch, "") for ch in free if ch.isalpha()]
     for prefix, tag in _SCRIPTS:
