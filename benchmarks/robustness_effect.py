@@ -33,8 +33,9 @@ few decoded tokens); same loader, template, greedy decoding, metric and predicti
 Presets (`--preset`, default `gpu` when CUDA is available, else `cpu`):
 - cpu: task set `positions`, SmolLM2-135M-Instruct (chatml), last 8 of 30 layers trained (freeze; no
   activation checkpointing), lr 1e-3, batch 16, 128 training rows per task, 40 test instances per task x
-  (5 original + 5 held-out wordings), 3 training seeds per arm, 1 thread per process (on a small shared CPU,
-  2 threads per process oversubscribe the cores: 4-10x slower steps). Steps: the baseline (seed 0,
+  (5 original + 5 held-out wordings), 3 training seeds per arm, 2 trainings side by side with 1 thread each
+  (on a small shared CPU, 2 threads per process oversubscribe the cores: 4-10x slower steps), each model
+  evaluated as soon as it is trained. Steps: the baseline (seed 0,
   20 test instances per task, original wordings only) reached 73.5% at 40 steps and 95.2% at 80 steps;
   the smallest tried that meets the >= 80% criterion, 80 (2.5 epochs), is used for every arm. (The first task set, `lookup`,
   stayed near chance: 41.5% / 44.2% / 43.2% at 40 / 60 / 80 steps with 4 / 6 / 8 trained layers.)
@@ -56,6 +57,7 @@ import sys
 import sysconfig
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -69,13 +71,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # module docstring); freeze: the last 8 of 30 layers train, so every model shares the frozen trunk at eval
     "cpu": {"train_per_task": 128, "test_per_task": 40, "seeds": 3, "steps": 80, "batch_size": 16,
             "learning_rate": 1e-3, "finetuning_type": "freeze", "trainable_layers": 8, "eval_batch_size": 80,
-            "threads": 1},
+            "threads": 1, "jobs": 2},
     "gpu": {"train_per_task": 400, "test_per_task": 100, "seeds": 5, "steps": 300, "batch_size": 16,
             "learning_rate": 5e-5, "finetuning_type": "full", "trainable_layers": 8, "eval_batch_size": 128,
-            "threads": None},
+            "threads": None, "jobs": 1},
     "smoke": {"train_per_task": 8, "test_per_task": 2, "seeds": 1, "steps": 2, "batch_size": 4,
               "learning_rate": 1e-4, "finetuning_type": "freeze", "trainable_layers": 1, "eval_batch_size": 80,
-              "threads": None},
+              "threads": None, "jobs": 2},
 }
 ARMS = {
     "a": "baseline (eps=1)",
@@ -481,6 +483,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--threads", type=int, help="OMP/MKL threads for training and evaluation (1 avoids "
                         "oversubscription when other jobs share a small CPU; default: torch's)")
+    parser.add_argument("--jobs", type=int, help="trainings run side by side (cpu preset: 2, one per core with "
+                        "--threads 1; each model is evaluated as soon as it is trained)")
     parser.add_argument("--resume", action="store_true", help="reuse every arm/seed already evaluated in --work "
                         "(eval/<arm>_s<seed>/predictions.jsonl) instead of training it again")
     parser.add_argument("--keep-models", action="store_true", help="keep trained weights (default: delete after eval)")
@@ -590,58 +594,74 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             builds[seed] = name
             clock.log(f"build (c) seed {seed}: {changed} of {len(rows)} rows reworded")
 
-    scores: dict[str, list[dict[str, dict[str, float]]]] = {arm: [] for arm in args.arms}
-    evaluator: SharedTrunkEvaluator | None = None
-    n_layers = json.loads((model / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
+    by_seed: dict[str, dict[int, dict[str, dict[str, float]]]] = {arm: {} for arm in args.arms}
+    todo: list[tuple[int, str]] = []
     for seed in range(args.seeds):
         for arm in args.arms:
-            tag = f"{arm}_s{seed}"
-            out = work / "train" / tag
-            if args.resume and (work / "eval" / tag / "predictions.jsonl").is_file():
-                scores[arm].append(load_scores(work / "eval" / tag / "predictions.jsonl"))
-                clock.log(f"({arm}) seed {seed}: reused {work / 'eval' / tag / 'predictions.jsonl'}")
-                continue
-            dataset = builds[seed] if arm == "c" else DATASET_NAME
-            config = train_config(args, model, bench, out, seed, arm, pool_file.parent, dataset)
-            config_path = work / f"{tag}.yaml"
-            config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-            seconds = run(train_command(config_path), work / f"train_{tag}.log", env)
-            timings["train"] += seconds
-            loss = ""
-            results = out / "train_results.json"
-            if results.is_file():
-                loss = f", train loss {json.loads(results.read_text()).get('train_loss', float('nan')):.3f}"
-            augmented = ""
-            stats_file = out / "instraug_stats.jsonl"
-            if stats_file.is_file() and arm == "b":
-                augmented = f", last epoch: {stats_file.read_text().splitlines()[-1]}"
-            clock.log(f"train ({arm}) {ARMS[arm]} seed {seed}: {seconds:.0f}s{loss}{augmented}")
-            report_dir = work / "eval" / tag
-            if args.eval_mode == "cli":
-                seconds = run(
-                    [str(BIN / "instraug-plugin"), "eval", str(out), "--eval-set", str(bench / "eval.json"),
-                     "--template", args.template, "--variants", args.variants, "--max-new-tokens", str(MAX_NEW_TOKENS),
-                     "--batch-size", str(args.eval_batch_size), "--out", str(report_dir)],
-                    work / f"eval_{tag}.log", env)
-                scores[arm].append(load_scores(report_dir / "predictions.jsonl"))
+            predictions = work / "eval" / f"{arm}_s{seed}" / "predictions.jsonl"
+            if args.resume and predictions.is_file():
+                by_seed[arm][seed] = load_scores(predictions)
+                clock.log(f"({arm}) seed {seed}: reused {predictions}")
             else:
-                if evaluator is None:
-                    started = time.perf_counter()
-                    evaluator = SharedTrunkEvaluator(model, args.template, bench / "eval.json",
-                                                     n_layers - args.trainable_layers, args.eval_batch_size,
-                                                     MAX_NEW_TOKENS, args.variants)
-                    timings["eval trunk"] = time.perf_counter() - started
-                    clock.log(f"eval: frozen trunk ({n_layers - args.trainable_layers} layers) over "
-                              f"{len(evaluator.items)} prompts in {timings['eval trunk']:.0f}s, shared by every model")
-                started = time.perf_counter()
-                scores[arm].append(evaluator.evaluate(out, report_dir))
-                seconds = time.perf_counter() - started
+                todo.append((seed, arm))
+
+    def train(seed: int, arm: str) -> float:
+        """One arm and seed through `llamafactory-cli train` (a subprocess; runs in a worker thread)."""
+        tag = f"{arm}_s{seed}"
+        out = work / "train" / tag
+        dataset = builds[seed] if arm == "c" else DATASET_NAME
+        config = train_config(args, model, bench, out, seed, arm, pool_file.parent, dataset)
+        config_path = work / f"{tag}.yaml"
+        config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+        seconds = run(train_command(config_path), work / f"train_{tag}.log", env)
+        loss = ""
+        results = out / "train_results.json"
+        if results.is_file():
+            loss = f", train loss {json.loads(results.read_text()).get('train_loss', float('nan')):.3f}"
+        augmented = ""
+        stats_file = out / "instraug_stats.jsonl"
+        if stats_file.is_file() and arm == "b":
+            augmented = f", last epoch: {stats_file.read_text().splitlines()[-1]}"
+        clock.log(f"train ({arm}) {ARMS[arm]} seed {seed}: {seconds:.0f}s{loss}{augmented}")
+        return seconds
+
+    evaluator: SharedTrunkEvaluator | None = None
+    n_layers = json.loads((model / "config.json").read_text(encoding="utf-8"))["num_hidden_layers"]
+    # `--jobs` trainings run side by side (1 thread each on the cpu preset); this thread evaluates each model
+    # as soon as it is trained, the frozen trunk first, while the first trainings run
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as workers:
+        futures = {workers.submit(train, seed, arm): (seed, arm) for seed, arm in todo}
+        if todo and args.eval_mode == "shared-trunk":
+            started = time.perf_counter()
+            evaluator = SharedTrunkEvaluator(model, args.template, bench / "eval.json",
+                                             n_layers - args.trainable_layers, args.eval_batch_size,
+                                             MAX_NEW_TOKENS, args.variants)
+            timings["eval trunk"] = time.perf_counter() - started
+            clock.log(f"eval: frozen trunk ({n_layers - args.trainable_layers} layers) over "
+                      f"{len(evaluator.items)} prompts in {timings['eval trunk']:.0f}s, shared by every model")
+        for future in as_completed(futures):
+            seed, arm = futures[future]
+            timings["train (sum over jobs)"] += future.result()
+            tag = f"{arm}_s{seed}"
+            out, report_dir = work / "train" / tag, work / "eval" / tag
+            started = time.perf_counter()
+            if evaluator is None:
+                run([str(BIN / "instraug-plugin"), "eval", str(out), "--eval-set", str(bench / "eval.json"),
+                     "--template", args.template, "--variants", args.variants, "--max-new-tokens",
+                     str(MAX_NEW_TOKENS), "--batch-size", str(args.eval_batch_size), "--out", str(report_dir)],
+                    work / f"eval_{tag}.log", env)
+                by_seed[arm][seed] = load_scores(report_dir / "predictions.jsonl")
+            else:
+                by_seed[arm][seed] = evaluator.evaluate(out, report_dir)
+            seconds = time.perf_counter() - started
             timings["eval"] += seconds
-            quick = _mean([s for per in scores[arm][-1].values() for v, s in per.items() if v.startswith("original/")])
+            quick = _mean([s for per in by_seed[arm][seed].values() for v, s in per.items()
+                           if v.startswith("original/")])
             clock.log(f"eval ({arm}) seed {seed}: {seconds:.0f}s, original wordings {100 * quick:.1f}%")
             if not args.keep_models:
                 for weights in [*out.glob("*.safetensors"), *out.glob("*.bin")]:
                     weights.unlink()
+    scores = {arm: [per_seed[seed] for seed in sorted(per_seed)] for arm, per_seed in by_seed.items()}
 
     eval_set = json.loads((bench / "eval.json").read_text(encoding="utf-8"))
     tasks: dict[str, list[str]] = defaultdict(list)
