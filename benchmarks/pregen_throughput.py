@@ -37,6 +37,7 @@ from pathlib import Path
 from instraug_plugin.backends.decoding import shared_prefixes
 from instraug_plugin.backends.transformers_backend import TransformersBackend
 from instraug_plugin.core.cache import GenerationCache
+from instraug_plugin.core.instances import content_spec
 from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.generation.pipeline import PregenConfig, build_jobs, run_pregen
@@ -62,7 +63,7 @@ def pick_seeds(n: int):
 
 def prompt_shape(seeds, backend, prompts, config) -> dict[str, float]:
     """Mean prompt tokens per request and how many of them its meta-prompt's rows share."""
-    jobs = build_jobs([(seed, seed.text) for seed in seeds], prompts, config, PlaceholderSpec(), 1)
+    jobs = build_jobs([(seed, seed.text) for seed in seeds], prompts, config, {"template": PlaceholderSpec(), "instance": content_spec()}, 1)
     messages = [job.request.messages for job in jobs]
     texts = [backend.tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in m], tokenize=False,
                                                    add_generation_prompt=True) for m in messages]

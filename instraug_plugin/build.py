@@ -161,11 +161,13 @@ def build_dataset(
     *, dataset: Path, name: str | None, pools: list[Path], output_dir: Path | None = None,
     output_name: str | None = None, epsilon: float = 0.5, seed: int = 42, copies: int = 1,
     all_turns: bool = False, task_column: str | None = None, placeholder_regex: tuple[str, ...] = (),
+    scope: str = "auto",
 ) -> dict[str, Any]:
     """Write `<output_name>.json` and its entry in `<output_dir>/dataset_info.json`; return a summary.
 
     `output_dir` defaults to the dataset_info.json directory (LLaMA-Factory's `dataset_dir`, where
-    relative media paths start) or the LLaVA json's directory.
+    relative media paths start) or the LLaVA json's directory. `scope` (auto | template | all) says
+    whether instance-level rows are reworded (`core.pool.scoped_records`).
     """
     if not 0.0 <= epsilon <= 1.0:
         raise InstrAugError(f"--epsilon: expected a number in [0, 1], got {epsilon}")
@@ -178,7 +180,7 @@ def build_dataset(
     _check_output(data_path, source)
     rows = load_rows(source.path)
     spec = PlaceholderSpec(extra_patterns=placeholder_regex) if placeholder_regex else DEFAULT_SPEC
-    rewriter = InstructionRewriter(Pool.load(*pools), epsilon, seed, spec)
+    rewriter = InstructionRewriter(Pool.load(*pools, scope=scope), epsilon, seed, spec)
     out_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter({"rewritten": 0, "original": 0, "no_entry": 0})
     moved = output_dir.resolve() != source.root.resolve()

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE, DEFAULT_MIN_FIDELITY
+from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE, DEFAULT_INSTANCE_MIN_FIDELITY, DEFAULT_MIN_FIDELITY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -63,6 +63,7 @@ def pregen_command(
     limit: Annotated[int | None, typer.Option(help="Use at most this many seed instructions.")] = None,
     task_column: Annotated[str | None, typer.Option(help="Dataset column naming each row's task.")] = None,
     all_turns: Annotated[bool, typer.Option(help="Take every user turn, not only the first.")] = False,
+    instruction_kind: Annotated[str, typer.Option(help="auto (dataset rows: template when 2+ rows share the instruction or it has {fields}, else instance; template files: template) | template | instance. Instance-level seeds protect their content (quotes, numbers, names, the text after 'following sentence:') and their paraphrases must pass the answer check.")] = "auto",
     strategy: Annotated[str, typer.Option(help="single | multi_temperature | iterative")] = "single",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (single, iterative).")] = 0.6,
     temperatures: Annotated[str, typer.Option(help="Temperatures for multi_temperature.")] = ",".join(
@@ -80,6 +81,8 @@ def pregen_command(
     near_duplicate: Annotated[float, typer.Option(help="Reject paraphrases this similar to a kept one (1 disables).")] = 0.9,
     contractions: Annotated[bool, typer.Option(help="Reject 'd / 'll contractions.")] = False,
     min_fidelity: Annotated[float, typer.Option(help="Reject paraphrases whose meaning score against the seed is below this (0 disables the fidelity filter).")] = DEFAULT_MIN_FIDELITY,
+    instance_min_fidelity: Annotated[float, typer.Option(help="Instance-level seeds: the stricter meaning score a paraphrase must reach (0 disables).")] = DEFAULT_INSTANCE_MIN_FIDELITY,
+    answer_check: Annotated[bool, typer.Option(help="Instance-level seeds: reject paraphrases that flip a negation, the compared thing or a contrast, and apply --instance-min-fidelity.")] = True,
     fidelity_judge: Annotated[str, typer.Option(help="Meaning judge: minilm (default, English) or a local sentence-embedding model directory.")] = DEFAULT_FIDELITY_JUDGE,
     backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | vllm | openai.")] = "transformers",
     model: ModelOption = None,
@@ -123,10 +126,12 @@ def pregen_command(
         strategy=strategy, temperature=temperature, temperatures=_floats(temperatures, "--temperatures"),
         rounds=rounds, top_p=top_p, samples_per_prompt=samples_per_prompt, placeholder_mode=placeholder_mode,
         batch_size=batch_size, extra_placeholders=tuple(extra_placeholder or ()),
-        filters=FilterConfig(low_high[0], low_high[1], contractions, near_duplicate, min_fidelity, fidelity_judge),
+        filters=FilterConfig(low_high[0], low_high[1], contractions, near_duplicate, min_fidelity, fidelity_judge,
+                             answer=answer_check, instance_min_fidelity=instance_min_fidelity),
     )
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    seeds = load_seeds(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns)
+    seeds = load_seeds(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns,
+                       kind=instruction_kind)
     seeds = seeds[:limit] if limit is not None else seeds
     if not seeds:
         raise InstrAugError(f"{source}: no seed instructions selected")
@@ -159,6 +164,10 @@ def pregen_command(
         f"wrote {out}/pool.jsonl: {counts['seeds']} seeds, {counts['kept']} paraphrases kept of "
         f"{counts['generated']} generated (yield {counts['yield']:.0%}, {counts['cache_hits']} from cache)"
     )
+    kinds = counts["kinds"]
+    if len(kinds) > 1 or "instance" in kinds:
+        print("by kind: " + "; ".join(f"{kind} {n['seeds']} seeds, {n['kept']} kept of {n['generated']}"
+                                       for kind, n in sorted(kinds.items())))
 
 
 @app.command("bootstrap-guides")
@@ -247,6 +256,7 @@ def build_command(
     all_turns: Annotated[bool, typer.Option("--all-turns", help="Rewrite every user turn, not only the first.")] = False,
     task_column: Annotated[str | None, typer.Option(help="Column naming each row's task.")] = None,
     placeholder_regex: Annotated[list[str] | None, typer.Option(help="Extra protected-span regex.")] = None,
+    scope: Annotated[str, typer.Option(help="Which rows are reworded: template (instructions shared by rows or with fields) | all (also one row's own request; the pool must record the answer check) | auto (all when the pool records it, else template).")] = "auto",
 ) -> None:
     """Write an augmented dataset (same instances, epsilon sampling, K copies) and its dataset_info entry."""
     from instraug_plugin.build import build_dataset
@@ -254,7 +264,7 @@ def build_command(
     summary = build_dataset(
         dataset=dataset, name=name, pools=pool, output_dir=output_dir, output_name=output_name, epsilon=epsilon,
         seed=seed, copies=copies, all_turns=all_turns, task_column=task_column,
-        placeholder_regex=tuple(placeholder_regex or ()),
+        placeholder_regex=tuple(placeholder_regex or ()), scope=scope,
     )
     print(
         f"wrote {summary['rows']} rows ({summary['rewritten']} rewritten, {summary['original']} original, "

@@ -110,7 +110,7 @@ class FidelityStats:
 
 @dataclass(frozen=True)
 class LanguageYield:
-    """Seeds, generated and kept paraphrases of one language (script) tag."""
+    """Seeds, generated and kept paraphrases of one language (script) tag, or of one instruction kind."""
 
     language: str
     seeds: int
@@ -152,6 +152,7 @@ class PoolStats:
     distinct: dict[str, dict[int, float | None]]
     fidelity: FidelityStats | None = None
     languages: tuple[LanguageYield, ...] = ()
+    kinds: tuple[LanguageYield, ...] = ()  # template / instance (core.instances)
     embeddings: EmbeddingDiversity | None = None
 
     @property
@@ -246,21 +247,17 @@ def _fidelity_stats(manifest: dict[str, Any], source: str) -> FidelityStats | No
     )
 
 
-def _language_yields(manifest: dict[str, Any], source: str) -> tuple[LanguageYield, ...]:
-    languages = manifest.get("languages") or {}
-    if not isinstance(languages, dict) or not all(isinstance(v, dict) for v in languages.values()):
-        raise InstrAugError(
-            f"{source}: 'languages' must be an object {{language: {{seeds, generated, kept}}}}"
-        )
+def _group_yields(manifest: dict[str, Any], key: str, source: str) -> tuple[LanguageYield, ...]:
+    """Seeds/generated/kept per group from the manifest's `key` ("languages" or "kinds")."""
+    groups = manifest.get(key) or {}
+    if not isinstance(groups, dict) or not all(isinstance(v, dict) for v in groups.values()):
+        raise InstrAugError(f"{source}: '{key}' must be an object {{name: {{seeds, generated, kept}}}}")
     return tuple(
         LanguageYield(
-            language,
-            *(
-                _count(counts, key, f"{source}: languages.{language}") or 0
-                for key in ("seeds", "generated", "kept")
-            ),
+            name,
+            *(_count(counts, column, f"{source}: {key}.{name}") or 0 for column in ("seeds", "generated", "kept")),
         )
-        for language, counts in sorted(languages.items())
+        for name, counts in sorted(groups.items())
     )
 
 
@@ -365,7 +362,8 @@ def compute_stats(
             for name, texts in (("seeds", seed_texts), ("paraphrases", paraphrase_texts))
         },
         fidelity=_fidelity_stats(manifest, source),
-        languages=_language_yields(manifest, source),
+        languages=_group_yields(manifest, "languages", source),
+        kinds=_group_yields(manifest, "kinds", source),
         embeddings=None
         if judge is None
         else embedding_diversity(records, judge, spec=_manifest_spec(manifest), max_per_seed=max_per_seed),
@@ -486,6 +484,17 @@ def render_markdown(stats: PoolStats, *, title: str, plots: Sequence[str] = ()) 
             lines += [f"> warning: {w}" for w in warnings] + [""]
     else:
         lines += ["The manifest records no per-language counts (an older pool): n/a.", ""]
+    lines += ["## Yield per instruction kind", ""]
+    if stats.kinds:
+        lines += ["template: shared by rows or with fields; instance: one row's own request (content protected, "
+                  "answer-checked).", ""]
+        lines += _md_table(
+            ["kind", "seeds", "generated", "kept", "yield", "kept per seed"],
+            [[y.language, str(y.seeds), str(y.generated), str(y.kept), _num(y.yield_, "{:.1%}"),
+              _num(y.kept / y.seeds if y.seeds else None)] for y in stats.kinds],
+        )
+    else:
+        lines += ["The manifest records no per-kind counts (an older pool): n/a.", ""]
     lines += ["## Per task", ""]
     lines += _md_table(
         ["task", "seeds", "paraphrases", "rows", "expansion"],
@@ -640,6 +649,10 @@ def summary_table(stats: PoolStats) -> Table:
         (
             "yield per language",
             ", ".join(f"{y.language}={_num(y.yield_, '{:.1%}')}" for y in stats.languages) or "n/a",
+        ),
+        (
+            "yield per kind",
+            ", ".join(f"{y.language}={_num(y.yield_, '{:.1%}')}" for y in stats.kinds) or "n/a",
         ),
         (
             "embedding distance within seed / to seed",

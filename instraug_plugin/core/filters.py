@@ -15,6 +15,7 @@ from difflib import SequenceMatcher
 from typing import Protocol
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.instances import INSTANCE, TEMPLATE, answer_changes
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import normalize
 from instraug_plugin.core.requests import makes_request
@@ -29,6 +30,8 @@ class Candidate:
     seed: str
     seed_id: str
     task: str = ""
+    kind: str = TEMPLATE
+    spec: PlaceholderSpec | None = None  # the seed's own (instance seeds protect their content); else the chain's
 
 
 class Filter(Protocol):
@@ -62,7 +65,7 @@ class SamePlaceholders:
     name: str = "placeholders"
 
     def accepts(self, candidate: Candidate) -> bool:
-        return self.spec.same_placeholders(candidate.seed, candidate.text)
+        return (candidate.spec or self.spec).same_placeholders(candidate.seed, candidate.text)
 
 
 _CONTRACTION = re.compile(r"\w'(?:d|ll)\b", re.IGNORECASE)
@@ -145,11 +148,13 @@ def mask_for_scoring(text: str, spec: PlaceholderSpec = DEFAULT_SPEC) -> str:
 
 @dataclass
 class Faithful:
-    """The judge's score of (root seed, paraphrase) reaches `min_score` (scores come from `prepare`)."""
+    """The judge's score of (root seed, paraphrase) reaches `min_score` (`instance_min_score` for
+    instance-level seeds, whose answer depends on the exact request); scores come from `prepare`."""
 
     judge: FidelityJudge
     min_score: float
     spec: PlaceholderSpec = DEFAULT_SPEC
+    instance_min_score: float | None = None
     name: str = "fidelity"
     scores: dict[tuple[str, str], float] = field(default_factory=dict)
     judged: Counter[str] = field(default_factory=Counter)  # per task
@@ -157,18 +162,40 @@ class Faithful:
 
     def prepare(self, candidates: Sequence[Candidate]) -> None:
         """Score all not yet scored candidates in one batched call."""
-        todo = list(dict.fromkeys((c.seed, c.text) for c in candidates if (c.seed, c.text) not in self.scores))
+        todo = {(c.seed, c.text): c.spec or self.spec for c in candidates if (c.seed, c.text) not in self.scores}
         if todo:
-            masked = [(mask_for_scoring(seed, self.spec), mask_for_scoring(text, self.spec)) for seed, text in todo]
+            masked = [(mask_for_scoring(seed, spec), mask_for_scoring(text, spec)) for (seed, text), spec in todo.items()]
             self.scores.update(zip(todo, self.judge.score(masked)))
+
+    def threshold(self, kind: str) -> float:
+        """The minimum score for a seed of `kind`."""
+        return self.instance_min_score if kind == INSTANCE and self.instance_min_score is not None else self.min_score
 
     def accepts(self, candidate: Candidate) -> bool:
         if (candidate.seed, candidate.text) not in self.scores:
             self.prepare([candidate])
-        kept = self.scores[(candidate.seed, candidate.text)] >= self.min_score
+        threshold = self.threshold(candidate.kind)
+        kept = threshold <= 0 or self.scores[(candidate.seed, candidate.text)] >= threshold  # 0: off for the kind
         self.judged[candidate.task] += 1
         self.rejected[candidate.task] += not kept
         return kept
+
+
+@dataclass
+class KeepsAnswer:
+    """An instance-level paraphrase keeps the row's answer right: no flipped negation, compared thing
+    or contrast side (`core.instances.answer_changes`); template-level candidates pass."""
+
+    name: str = "answer"
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def accepts(self, candidate: Candidate) -> bool:
+        if candidate.kind != INSTANCE:
+            return True
+        reason = answer_changes(candidate.seed, candidate.text)
+        if reason:
+            self.reasons[reason] += 1
+        return reason is None
 
 
 @dataclass
@@ -180,8 +207,9 @@ class SamePlaceholderOrder:
     name: str = "placeholder_order"
 
     def accepts(self, candidate: Candidate) -> bool:
+        spec = candidate.spec or self.spec
         try:
-            return self.spec.protected_spans(candidate.seed) == self.spec.protected_spans(candidate.text)
+            return spec.protected_spans(candidate.seed) == spec.protected_spans(candidate.text)
         except InstrAugError:
             return False
 
@@ -236,6 +264,7 @@ class NotNearDuplicate:
 
 DEFAULT_FIDELITY_JUDGE = "minilm"
 DEFAULT_MIN_FIDELITY = 0.71  # chosen on the labeled set (constrained-mode pairs): benchmarks/fidelity_judge.py
+DEFAULT_INSTANCE_MIN_FIDELITY = 0.85  # chosen on the instance-level labels: benchmarks/answer_check.py
 
 
 @dataclass(frozen=True)
@@ -250,6 +279,8 @@ class FilterConfig:
     fidelity_judge: str = DEFAULT_FIDELITY_JUDGE
     placeholder_order: bool = True
     request: bool = True
+    answer: bool = True  # instance-level seeds: the `answer` rules and `instance_min_fidelity`
+    instance_min_fidelity: float = DEFAULT_INSTANCE_MIN_FIDELITY
 
 
 class FilterChain:
@@ -273,7 +304,11 @@ class FilterChain:
         rules += [NotEcho(), NoMetaText()]
         if config.request:
             rules.append(StillRequests())
-        self.fidelity = Faithful(judge, config.min_fidelity, spec) if judge is not None else None
+        self.answer = KeepsAnswer() if config.answer else None
+        if self.answer:
+            rules.append(self.answer)
+        self.fidelity = (Faithful(judge, config.min_fidelity, spec, config.instance_min_fidelity if config.answer else None)
+                         if judge is not None else None)
         filters = rules + ([self.fidelity] if self.fidelity else []) + [self.duplicate]
         if config.near_duplicate_threshold < 1.0:
             filters.append(self.near_duplicate)
@@ -292,7 +327,7 @@ class FilterChain:
         if self.fidelity is None:
             return None
         f = self.fidelity
-        return {"judge": f.judge.name, "min_fidelity": f.min_score,
+        return {"judge": f.judge.name, "min_fidelity": f.min_score, "instance_min_fidelity": f.instance_min_score,
                 "tasks": {task: {"judged": n, "rejected": f.rejected[task]} for task, n in sorted(f.judged.items())},
                 "scores": [round(v, 4) for v in f.scores.values()]}
 

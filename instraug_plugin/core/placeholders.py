@@ -2,7 +2,7 @@
 
 Protected spans are `{...}` fields (any expression MultiInstruct uses, nested brackets and quotes
 included), media tokens `<image>`, `<video>`, `<audio>`, and user-supplied regexes (for example
-region coordinate strings). Rewriting may move protected spans but must keep their multiset.
+region coordinate strings; a regex with a group named `protect` protects only that group). Rewriting may move protected spans but must keep their multiset.
 """
 
 from __future__ import annotations
@@ -89,11 +89,11 @@ class PlaceholderSpec:
             else:
                 i += 1
         for pattern in self._compiled:
+            group = "protect" if "protect" in pattern.groupindex else 0
             for match in pattern.finditer(text):
-                if match.end() > match.start() and not any(
-                    s < match.end() and match.start() < e for s, e in protected
-                ):
-                    protected.append(match.span())
+                start, end = match.span(group)
+                if end > start and not any(s < end and start < e for s, e in protected):
+                    protected.append((start, end))
         protected.sort()
         spans: list[Span] = []
         cursor = 0

@@ -14,6 +14,8 @@ Format (one JSON object per line of `pool.jsonl`):
     meta_prompt   name of the meta-prompt under templates/meta_prompts (null for seeds)
     backend       rewriter backend name (null for seeds)
     model         rewriter model id (null for seeds)
+    fidelity      the fidelity judge's score against the seed (null for seeds or when not judged)
+    kind          the seed's kind: "template" or "instance" (null in pools made before kinds)
 
 Seed rows are always present, so a pool alone is enough to rebuild a template set. `manifest.json`
 records the configuration, per-filter reject counts, per-task counts and timings.
@@ -58,6 +60,7 @@ class PoolRecord:
     backend: str | None = None
     model: str | None = None
     fidelity: float | None = None
+    kind: str | None = None  # "template" | "instance" (core.instances); None in pools made before kinds
 
     @property
     def id(self) -> str:
@@ -86,6 +89,7 @@ class PoolRecord:
                 backend=row.get("backend"),
                 model=row.get("model"),
                 fidelity=None if row.get("fidelity") is None else float(row["fidelity"]),
+                kind=None if row.get("kind") is None else str(row["kind"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InstrAugError(f"{source}: bad pool record ({type(exc).__name__}: {exc})") from None
@@ -136,6 +140,33 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return read_json_object(manifest_path)
 
 
+SCOPES = ("auto", "template", "all")
+
+
+def scoped_records(path: Path, scope: str = "auto") -> list[PoolRecord]:
+    """The records of one pool that augmentation with `scope` may use.
+
+    `template`: no paraphrase of an instance-level seed (one row's own request, see
+    `core.instances`); `all`: every paraphrase, an error unless the pool's manifest records that its
+    instance-level paraphrases passed the answer check; `auto`: `all` when it does, else `template`.
+    Records without a kind (pools made before kinds) count as template-level.
+    """
+    if scope not in SCOPES:
+        raise InstrAugError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
+    records = list(read_records(path))
+    instance = sum(r.kind == "instance" and not r.is_seed for r in records)
+    if not instance or scope == "all" and read_manifest(path).get("answer_check"):
+        return records
+    if scope == "all":
+        raise InstrAugError(
+            f"scope all: {_pool_file(path)} has {instance} instance-level paraphrase(s) made without the answer "
+            "check (rerun pregen without --no-answer-check, or use scope template)"
+        )
+    if scope == "auto" and read_manifest(path).get("answer_check"):
+        return records
+    return [r for r in records if r.kind != "instance" or r.is_seed]
+
+
 class Pool:
     """Records indexed by task and by normalized seed text, for fast lookup on the training hot path."""
 
@@ -153,9 +184,10 @@ class Pool:
                         bucket.append(record.text)
 
     @classmethod
-    def load(cls, *paths: Path) -> Pool:
-        """Load and merge one or more pools."""
-        return cls(record for path in paths for record in read_records(Path(path)))
+    def load(cls, *paths: Path, scope: str = "auto") -> Pool:
+        """Load and merge one or more pools, keeping the instance-level paraphrases `scope` allows
+        (`scoped_records`)."""
+        return cls(record for path in paths for record in scoped_records(Path(path), scope))
 
     @property
     def tasks(self) -> list[str]:

@@ -24,6 +24,7 @@ from instraug_plugin.core.cache import GenerationCache
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.extract import extract_reply
 from instraug_plugin.core.filters import Candidate, FidelityJudge, FilterChain, FilterConfig
+from instraug_plugin.core.instances import INSTANCE, TEMPLATE, content_spec
 from instraug_plugin.core.language import language_of
 from instraug_plugin.core.placeholders import MaskedText, PlaceholderSpec
 from instraug_plugin.core.pool import SEED_STRATEGY, PoolRecord, write_pool
@@ -173,18 +174,23 @@ def run_pregen(
         raise InstrAugError(
             f"backend {backend.name} cannot decode with constraints; rerun with --placeholder-mode mask{hint}"
         )
-    spec = PlaceholderSpec(extra_patterns=config.extra_placeholders)
-    if judge is None and config.filters.min_fidelity > 0:
-        judge = load_judge(config.filters.fidelity_judge)
-    chain = FilterChain(config.filters, spec, judge if config.filters.min_fidelity > 0 else None)
-    records = [PoolRecord(task=s.task, seed_id=s.seed_id, seed=s.text, text=s.text) for s in seeds]
+    specs = {TEMPLATE: PlaceholderSpec(extra_patterns=config.extra_placeholders),
+             INSTANCE: content_spec(config.extra_placeholders)}
+    spec = specs[TEMPLATE]
+    filters = config.filters
+    judged = filters.min_fidelity > 0 or (
+        filters.answer and filters.instance_min_fidelity > 0 and any(s.kind == INSTANCE for s in seeds))
+    if judge is None and judged:
+        judge = load_judge(filters.fidelity_judge)
+    chain = FilterChain(filters, spec, judge if judged else None)
+    records = [PoolRecord(task=s.task, seed_id=s.seed_id, seed=s.text, text=s.text, kind=s.kind) for s in seeds]
     for seed in seeds:
         chain.add_seed(seed.seed_id, seed.text)
     parents: list[tuple[Seed, str]] = []
     no_free_text = too_many_placeholders = 0
     for seed in seeds:
         try:
-            masked = spec.mask(seed.text, source=seed.seed_id)
+            masked = specs[seed.kind].mask(seed.text, source=seed.seed_id)
         except InstrAugError:  # more placeholders than sentinel letters: kept as a seed, not rephrased
             too_many_placeholders += 1
             continue
@@ -195,12 +201,14 @@ def run_pregen(
     generated = extraction_failed = hits = 0
     filter_seconds = 0.0
     generated_per_seed: Counter[str] = Counter()
+    generated_per_kind: Counter[str] = Counter()
     started = time.perf_counter()
     for round_index in range(1, config.n_rounds + 1):
-        jobs = build_jobs(parents, meta_prompts, config, spec, round_index)
+        jobs = build_jobs(parents, meta_prompts, config, specs, round_index)
         replies, round_hits = generate_cached(backend, [j.request for j in jobs], cache, config.batch_size, on_batch)
         generated += len(jobs)
         generated_per_seed.update(job.seed.text for job in jobs)
+        generated_per_kind.update(job.seed.kind for job in jobs)
         hits += round_hits
         parents = []
         restored_jobs: list[tuple[_Job, Candidate]] = []
@@ -213,7 +221,8 @@ def run_pregen(
             if restored is None:
                 chain.rejected["placeholders"] += 1
                 continue
-            restored_jobs.append((job, Candidate(restored, job.parent, job.seed.text, job.seed.seed_id, job.seed.task)))
+            restored_jobs.append((job, Candidate(restored, job.parent, job.seed.text, job.seed.seed_id, job.seed.task,
+                                                 job.seed.kind, specs[job.seed.kind])))
         judge_started = time.perf_counter()
         verdicts = chain.select([candidate for _, candidate in restored_jobs])
         filter_seconds += time.perf_counter() - judge_started
@@ -226,20 +235,25 @@ def run_pregen(
                     task=job.seed.task, seed_id=job.seed.seed_id, seed=job.seed.text, text=restored,
                     strategy=config.strategy, temperature=job.request.temperature, round=job.round,
                     parent=job.parent, meta_prompt=job.meta_prompt.name, backend=backend.name,
-                    model=backend.model_id, fidelity=chain.fidelity_score(candidate),
+                    model=backend.model_id, fidelity=chain.fidelity_score(candidate), kind=job.seed.kind,
                 )
             )
             parents.append((job.seed, restored))
     kept = len(records) - len(seeds)
     per_task: dict[str, dict[str, int]] = {}
     per_language: dict[str, dict[str, int]] = {}
+    per_kind: dict[str, dict[str, int]] = {}
     for record in records:
         entry = per_task.setdefault(record.task, {"seeds": 0, "paraphrases": 0})
         entry["seeds" if record.strategy == SEED_STRATEGY else "paraphrases"] += 1
+        column = "seeds" if record.strategy == SEED_STRATEGY else "kept"
         language = per_language.setdefault(language_of(record.seed, spec), {"seeds": 0, "generated": 0, "kept": 0})
-        language["seeds" if record.strategy == SEED_STRATEGY else "kept"] += 1
-    for seed, n in generated_per_seed.items():
-        per_language[language_of(seed, spec)]["generated"] += n
+        language[column] += 1
+        per_kind.setdefault(record.kind or TEMPLATE, {"seeds": 0, "generated": 0, "kept": 0})[column] += 1
+    for seed_text, n in generated_per_seed.items():
+        per_language[language_of(seed_text, spec)]["generated"] += n
+    for seed_kind, n in generated_per_kind.items():
+        per_kind[seed_kind]["generated"] += n
     return PregenResult(
         records,
         {
@@ -255,23 +269,36 @@ def run_pregen(
             "fidelity": chain.fidelity_summary(),
             "tasks": per_task,
             "languages": per_language,
+            "kinds": per_kind,
+            "answer_check": answer_check(filters, chain) if per_kind.get(INSTANCE) else None,
             "generation_seconds": round(time.perf_counter() - started - filter_seconds, 2),
             "filter_seconds": round(filter_seconds, 2),
         },
     )
 
 
+def answer_check(filters: FilterConfig, chain: FilterChain) -> dict[str, object] | None:
+    """What the instance-level paraphrases passed (None: not checked), for the manifest; the training
+    hook and `build` augment instance-level rows only from pools that record it."""
+    if not filters.answer:
+        return None
+    return {"rules": dict(chain.answer.reasons) if chain.answer else {},
+            "judge": chain.fidelity.judge.name if chain.fidelity else None,
+            "instance_min_fidelity": filters.instance_min_fidelity if chain.fidelity else None}
+
+
 def build_jobs(
     parents: Sequence[tuple[Seed, str]],
     meta_prompts: Sequence[MetaPrompt],
     config: PregenConfig,
-    spec: PlaceholderSpec,
+    specs: dict[str, PlaceholderSpec],
     round_index: int,
 ) -> list[_Job]:
-    """One job per (parent, meta-prompt, temperature, sample): what a round asks the rewriter."""
+    """One job per (parent, meta-prompt, temperature, sample): what a round asks the rewriter; each seed
+    is masked with the spec of its kind (`specs`: template / instance)."""
     jobs = []
     for seed, parent in parents:
-        masked = spec.mask(parent, source=seed.seed_id)
+        masked = specs[seed.kind].mask(parent, source=seed.seed_id)
         constrained = config.placeholder_mode == "constrained"
         required = tuple(masked.sentinels) if constrained else ()
         single_line = constrained and "\n" not in parent

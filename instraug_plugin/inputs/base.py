@@ -13,16 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from instraug_plugin.core.instances import TEMPLATE
+
 DEFAULT_TASK = "default"
 
 
 @dataclass(frozen=True)
 class Seed:
-    """One seed instruction; `seed_id` is f"{task}/{index}" with `index` counted inside the task."""
+    """One seed instruction; `seed_id` is f"{task}/{index}" with `index` counted inside the task.
+
+    `kind` is `template` (shared by rows, or with fields) or `instance` (one row's own request;
+    see `core.instances`)."""
 
     task: str
     seed_id: str
     text: str
+    kind: str = TEMPLATE
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.instances import KIND_CHOICES, TEMPLATE, classify
 from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
 from instraug_plugin.core.pool import normalize
@@ -72,13 +74,15 @@ def _select(raw: RawSeeds, tasks: Sequence[str] | None, source: Path) -> list[st
     return selected
 
 
-def _dedupe(raw: RawSeeds, tasks: list[str], source: Path) -> tuple[list[Seed], dict[str, int]]:
-    """Validate placeholders and drop seeds equal to an earlier one of the task after `normalize`."""
+def _dedupe(raw: RawSeeds, tasks: list[str], source: Path, kind: str) -> tuple[list[Seed], dict[str, int]]:
+    """Validate placeholders, drop seeds equal to an earlier one of the task after `normalize`, and
+    give each its kind (`kind` "auto": `core.instances.classify` by how many rows share it)."""
     seeds: list[Seed] = []
     duplicates: dict[str, int] = {}
     for task in tasks:
         if not raw.tasks[task]:
             raise InstrAugError(f"{source}: task {task!r} has no instructions")
+        rows = Counter(normalize(item.text) for item in raw.tasks[task])
         seen: set[str] = set()
         for item in raw.tasks[task]:
             DEFAULT_SPEC.parse(item.text, source=item.where)
@@ -86,7 +90,8 @@ def _dedupe(raw: RawSeeds, tasks: list[str], source: Path) -> tuple[list[Seed], 
             if key in seen:
                 duplicates[task] = duplicates.get(task, 0) + 1
                 continue
-            seeds.append(Seed(task, f"{task}/{len(seen)}", item.text))
+            seed_kind = classify(item.text, rows[key], DEFAULT_SPEC) if kind == "auto" else kind
+            seeds.append(Seed(task, f"{task}/{len(seen)}", item.text, seed_kind))
             seen.add(key)
     return seeds, duplicates
 
@@ -108,15 +113,20 @@ def load_seed_set(
     tasks: list[str] | None = None,
     task_column: str | None = None,
     all_turns: bool = False,
+    kind: str = "auto",
 ) -> SeedSet:
     """Like `load_seeds`, also reporting the detected format, duplicates per task and skipped rows."""
+    if kind not in KIND_CHOICES:
+        raise InstrAugError(f"instruction kind must be one of {', '.join(KIND_CHOICES)}; got {kind!r}")
     path = _resolve(source)
     document = read_json(path)
     options = ReadOptions(dataset=dataset, task_column=task_column, all_turns=all_turns)
     for name, reader in READERS.items():
         if reader.matches(path, document, options):
             raw = reader().read(path, document, options)
-            seeds, duplicates = _dedupe(raw, _select(raw, tasks, path), path)
+            if kind == "auto" and name == TemplateReader.name:
+                kind = TEMPLATE  # a template file holds task templates only
+            seeds, duplicates = _dedupe(raw, _select(raw, tasks, path), path, kind)
             return SeedSet(path, name, seeds, duplicates, raw.skipped_rows)
     raise InstrAugError(
         f"{path}: unrecognized input (expected a template file {{task: [templates]}}, a LLaVA json list, "
@@ -131,6 +141,7 @@ def load_seeds(
     tasks: list[str] | None = None,
     task_column: str | None = None,
     all_turns: bool = False,
+    kind: str = "auto",
 ) -> list[Seed]:
     """Seed instructions from a template file, a LLaMA-Factory dataset or a LLaVA json (format detected).
 
@@ -138,10 +149,11 @@ def load_seeds(
     directory) together with `dataset`. `tasks` selects tasks (input order otherwise); `task_column`
     groups dataset rows by that column (else task "default"); `all_turns` takes every user turn
     instead of the first. Seeds equal after `pool.normalize` are kept once per task; the count dropped
-    is logged. Raises InstrAugError naming the file, task, key or row at fault.
+    is logged. `kind`: auto (template files: template; dataset rows: template when 2+ rows of the task
+    share the instruction or it has fields, else instance), template or instance. Raises InstrAugError naming the file, task, key or row at fault.
     """
     seed_set = load_seed_set(
-        source, dataset=dataset, tasks=tasks, task_column=task_column, all_turns=all_turns
+        source, dataset=dataset, tasks=tasks, task_column=task_column, all_turns=all_turns, kind=kind
     )
     if seed_set.duplicates:
         logger.info(

@@ -17,6 +17,7 @@ import yaml
 
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.filters import DEFAULT_MIN_FIDELITY
+from instraug_plugin.core.pool import SCOPES
 from instraug_plugin.generation.pipeline import STRATEGIES  # torch-free (checked by a test)
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class InstrAugConfig:
     epsilon: float = 0.5
     seed: int | None = None
     turns: str = "first"
+    scope: str = "auto"
     task_column: str | None = None
     placeholder_regex: tuple[str, ...] = ()
     log: bool = True
@@ -127,6 +129,8 @@ def parse_config(raw: dict[str, Any]) -> InstrAugConfig:
             values[name] = _as_choice(key, value, MODES)
         elif name == "turns":
             values[name] = _as_choice(key, value, TURNS)
+        elif name == "scope":
+            values[name] = _as_choice(key, value, SCOPES)
         elif name == "live_strategy":
             values[name] = _as_choice(key, value, STRATEGIES)
         elif name in ("pool", "placeholder_regex"):

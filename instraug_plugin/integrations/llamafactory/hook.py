@@ -82,7 +82,7 @@ SESSION: Session | None = None
 def start_session(config: InstrAugConfig, default_seed: int) -> Session:
     """Load the pool(s) once and build the rewriter; the hot path never reads files."""
     spec = PlaceholderSpec(extra_patterns=config.placeholder_regex) if config.placeholder_regex else DEFAULT_SPEC
-    pool = Pool.load(*map(Path, config.pool)) if config.pool else Pool([])
+    pool = Pool.load(*map(Path, config.pool), scope=config.scope) if config.pool else Pool([])
     seed = default_seed if config.seed is None else config.seed
     return Session(config, InstructionRewriter(pool, config.epsilon, seed, spec))
 

@@ -18,6 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from instraug_plugin.core.instances import INSTANCE, TEMPLATE, classify
+from instraug_plugin.core.placeholders import PlaceholderSpec
 from instraug_plugin.core.pool import Pool, PoolRecord, normalize, write_pool
 from instraug_plugin.core.sampling import split_edge_media
 from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, TASK_COLUMN, Session
@@ -78,11 +80,16 @@ class LiveRefresher:
                     first.setdefault(key, core)
                     if not all_turns:
                         break
+        spec = PlaceholderSpec(extra_patterns=self.session.config.placeholder_regex)
+        kinds = {key: classify(first[key], n, spec) for key, n in counts.items()}
+        if self.session.config.scope == "template":  # one row's own request is not rephrased
+            counts = Counter({key: n for key, n in counts.items() if kinds[key] == TEMPLATE})
         ranked = sorted(counts, key=lambda k: (-counts[k], k))[: self.session.config.live_max_seeds]
         per_task: Counter[str] = Counter()
         seeds = []
         for task, norm in ranked:
-            seeds.append(Seed(task=task, seed_id=f"{task}/{per_task[task]}", text=first[(task, norm)]))
+            seeds.append(Seed(task=task, seed_id=f"{task}/{per_task[task]}", text=first[(task, norm)],
+                              kind=kinds[(task, norm)]))
             per_task[task] += 1
         return seeds
 
@@ -151,7 +158,7 @@ class LiveRefresher:
                               batch_size=config.live_batch_size, max_new_tokens=config.live_max_new_tokens,
                               extra_placeholders=config.placeholder_regex,
                               filters=FilterConfig(min_fidelity=config.live_min_fidelity))
-        if self.judge is None and config.live_min_fidelity > 0:
+        if self.judge is None and (config.live_min_fidelity > 0 or any(seed.kind == INSTANCE for seed in shard)):
             self.judge = load_judge(DEFAULT_FIDELITY_JUDGE, device=self.backend.model.device.type if cuda else "cpu")
         cache = GenerationCache(Path(self.session.output_dir) / "instraug_live" / f"cache-rank{_dist()[0]}.jsonl")
         result = run_pregen(shard, self.backend, chosen, pregen, cache, judge=self.judge)

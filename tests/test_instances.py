@@ -1,0 +1,211 @@
+"""Instance-level instructions: kinds, content protection, the answer check, and scope in pools/build/hook."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from instraug_plugin.backends.base import GenerationRequest
+from instraug_plugin.build import build_dataset
+from instraug_plugin.core.cache import GenerationCache
+from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.filters import FilterConfig
+from instraug_plugin.core.instances import INSTANCE, TEMPLATE, answer_changes, classify, content_spec
+from instraug_plugin.core.placeholders import DEFAULT_SPEC
+from instraug_plugin.core.pool import Pool, PoolRecord, scoped_records, write_pool
+from instraug_plugin.generation.pipeline import PregenConfig, run_pregen
+from instraug_plugin.generation.prompts import load_meta_prompts
+from instraug_plugin.inputs import load_seed_set
+from instraug_plugin.inputs.base import Seed
+from instraug_plugin.integrations.llamafactory.config import parse_config
+from instraug_plugin.stats import compute_stats, render_markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "benchmarks" / "data" / "lf_demo"
+SPEC = content_spec()
+
+
+@pytest.mark.parametrize(("text", "spans"), [
+    ("Transform the following sentence using a synonym: The car sped quickly.", ["The car sped quickly."]),
+    ("Produce a list of the top 5 NHL players in 2021.", ["5", "NHL", "2021"]),
+    ("Create an effective 140 character twitter post", ["140 character"]),
+    ('Select the incorrect definition for the word "timid"', ['"timid"']),
+    ("Generate an opening sentence for a poem on the theme of 'loneliness'.", ["'loneliness'"]),
+    ("Explain why it's important to follow copyright laws", []),
+    ("Explain what `len(x)` does in Python.", ["`len(x)`", "Python"]),
+    ("Determine the volume of a cube with sides 4 cm long.", ["4 cm"]),
+    ("Give three examples of renewable energy.", ["three"]),
+    ("Describe a process of making crepes.", []),
+    ("Identify the incorrect phrase in the following sentences:", []),  # the material is in `input`
+    ("Rewrite this sentence without changing the meaning:\n\"Online learning works.\"", ['"Online learning works."']),
+    ("I met John Smith in Paris. Then we left.", ["John Smith", "Paris"]),
+    ("翻译以下句子：我爱北京", ["我爱北京"]),
+    ("列出三个中国城市", ["三"]),
+    ("《红楼梦》的作者是谁？", ["《红楼梦》"]),
+    ("<image>Who are they?", ["<image>"]),
+])
+def test_content_spans(text: str, spans: list[str]) -> None:
+    assert SPEC.protected_spans(text) == spans
+
+
+def test_user_patterns_come_first_and_a_protect_group_narrows_the_span() -> None:
+    spec = content_spec((r"\[(?P<protect>\d+, \d+)\]",))
+    assert spec.protected_spans("Describe region [10, 20] of 3 images.") == ["10, 20", "3"]
+
+
+def test_classify_by_rows_and_fields() -> None:
+    assert classify("Answer the question {question}", 1, DEFAULT_SPEC) == TEMPLATE
+    assert classify("<image>Who are they?", 1, DEFAULT_SPEC) == INSTANCE  # a media token is no field
+    assert classify("<image>Who are they?", 2, DEFAULT_SPEC) == TEMPLATE
+    assert classify("Describe a process of making crepes.", 1, DEFAULT_SPEC) == INSTANCE
+
+
+@pytest.mark.parametrize(("seed", "paraphrase", "reason"), [
+    ("Give an example of a job that a computer can do better than a human being.",
+     "Give an example of a job that a human can do better than a computer.", "comparison"),
+    ("Why is he on the ground?", "Why is he not on the ground?", "negation"),
+    ("Explain why it's important to follow copyright laws", "Explain why it's not important to follow copyright laws",
+     "negation"),
+    ("List the advantages of solar power.", "List the drawbacks of solar power.", "contrast"),
+    ("Generate a sentence with a synonym of happy.", "Generate a sentence with an antonym of happy.", "contrast"),
+    ("他为什么在地上？", "他为什么不在地上？", "negation"),
+    ("Explain the differences between birds and mammals", "Describe how birds and mammals differ", None),
+    ("Rewrite the sentence without changing its meaning.", "Reword the sentence without altering its meaning.", None),
+    ("Which animal is bigger than a cat?", "Name an animal that is bigger than a cat.", None),
+])
+def test_answer_changes(seed: str, paraphrase: str, reason: str | None) -> None:
+    assert answer_changes(seed, paraphrase) == reason
+
+
+def test_kinds_of_llamafactory_demo_data(tmp_path: Path) -> None:
+    alpaca = load_seed_set(DEMO, dataset="alpaca_en_demo_sample")
+    assert len(alpaca.seeds) == 60 and {s.kind for s in alpaca.seeds} == {INSTANCE}
+    mllm = load_seed_set(DEMO, dataset="mllm_demo", all_turns=True)
+    assert len(mllm.seeds) == 12 and {s.kind for s in mllm.seeds} == {INSTANCE}
+    rows = [{"instruction": "Summarize the text.", "input": f"text {i}", "output": "x"} for i in range(3)]
+    rows.append({"instruction": "Write a haiku about rain.", "input": "", "output": "x"})
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}))
+    kinds = {s.text: s.kind for s in load_seed_set(tmp_path, dataset="d").seeds}
+    assert kinds == {"Summarize the text.": TEMPLATE, "Write a haiku about rain.": INSTANCE}
+    assert {s.kind for s in load_seed_set(tmp_path, dataset="d", kind="template").seeds} == {TEMPLATE}
+    with pytest.raises(InstrAugError, match="instruction kind"):
+        load_seed_set(tmp_path, dataset="d", kind="rows")
+
+
+class ScriptedBackend:
+    """Replies fixed per masked instruction: what a rewriter may return for an instance-level request."""
+
+    name = "scripted"
+    model_id = "scripted"
+    supports_constraints = False
+
+    def __init__(self, replies: dict[str, list[str]]):
+        self.replies = replies
+        self.seen: list[str] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        out = []
+        for r in requests:
+            masked = r.messages[-1][1].split("\n", 1)[1].split(": ", 1)[1]
+            self.seen.append(masked)
+            out.append(self.replies[masked][r.sample_index % len(self.replies[masked])])
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def test_pregen_protects_content_and_checks_answers(tmp_path: Path) -> None:
+    seed = Seed("default", "default/0", 'Change the verb "sped" to a synonym in: The car sped quickly past 3 trees.',
+                INSTANCE)
+    masked = 'Change the verb {A} to a synonym in: The car sped quickly past {B} trees.'
+    replies = {masked: [
+        'Replace the verb {A} with a synonym in: The car sped quickly past {B} trees.',  # kept
+        'Replace the verb {A} with an antonym in: The car sped quickly past {B} trees.',  # contrast flipped
+        'Replace the verb with a synonym in: The car sped quickly past {B} trees.',  # quoted word dropped
+        "Don't change the verb {A} in: The car sped quickly past {B} trees.",  # negation added
+    ]}
+    backend = ScriptedBackend(replies)
+    config = PregenConfig(samples_per_prompt=4, filters=FilterConfig(min_fidelity=0, instance_min_fidelity=0))
+    result = run_pregen([seed], backend, load_meta_prompts(1, 0), config, GenerationCache(tmp_path / "c.jsonl"))
+    assert set(backend.seen) == {masked}  # the rewriter never saw the protected content
+    kept = [r for r in result.records if not r.is_seed]
+    assert [r.text for r in kept] == ['Replace the verb "sped" with a synonym in: The car sped quickly past 3 trees.']
+    assert kept[0].kind == INSTANCE and result.records[0].kind == INSTANCE
+    counts = result.counts
+    assert counts["filters"]["answer"]["rejected"] == 2 and counts["filters"]["placeholders"]["rejected"] == 1
+    assert counts["kinds"] == {INSTANCE: {"seeds": 1, "generated": 4, "kept": 1}}
+    assert counts["answer_check"]["rules"] == {"contrast": 1, "negation": 1}
+    stats = compute_stats(result.records, {"kinds": counts["kinds"]})
+    assert [(y.language, y.seeds, y.generated, y.kept) for y in stats.kinds] == [(INSTANCE, 1, 4, 1)]
+    assert "| instance | 1 | 4 | 1 | 25.0% | 1.00 |" in render_markdown(stats, title="t")
+
+
+def _pool(tmp_path: Path, checked: bool | None) -> Path:
+    records = [
+        PoolRecord("t", "t/0", "Summarize the text.", "Summarize the text.", kind=TEMPLATE),
+        PoolRecord("t", "t/0", "Summarize the text.", "Give a summary of the text.", "single", kind=TEMPLATE),
+        PoolRecord("t", "t/1", "Write a haiku about rain.", "Write a haiku about rain.", kind=INSTANCE),
+        PoolRecord("t", "t/1", "Write a haiku about rain.", "Compose a haiku on rain.", "single", kind=INSTANCE),
+    ]
+    manifest = {} if checked is None else {"answer_check": {"rules": {}} if checked else None}
+    write_pool(tmp_path / "pool", records, manifest)
+    return tmp_path / "pool"
+
+
+@pytest.mark.parametrize(("checked", "scope", "instance_kept"), [
+    (True, "auto", True), (True, "all", True), (True, "template", False),
+    (False, "auto", False), (False, "template", False), (None, "auto", False),
+])
+def test_scoped_records(tmp_path: Path, checked: bool | None, scope: str, instance_kept: bool) -> None:
+    pool = Pool.load(_pool(tmp_path, checked), scope=scope)
+    assert pool.variants("Summarize the text.") == ["Give a summary of the text."]
+    assert pool.variants("Write a haiku about rain.") == (["Compose a haiku on rain."] if instance_kept else [])
+
+
+def test_scope_all_needs_the_answer_check(tmp_path: Path) -> None:
+    with pytest.raises(InstrAugError, match=r"scope all: .*pool.jsonl has 1 instance-level paraphrase"):
+        scoped_records(_pool(tmp_path, False), "all")
+
+
+def test_build_scope_template_keeps_instance_rows(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, True)
+    rows = [{"instruction": "Summarize the text.", "input": "a", "output": "x"},
+            {"instruction": "Write a haiku about rain.", "input": "", "output": "y"}]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}))
+    for scope, haiku in (("template", "Write a haiku about rain."), ("all", "Compose a haiku on rain.")):
+        summary = build_dataset(dataset=tmp_path / "dataset_info.json", name="d", pools=[pool], epsilon=0.0,
+                                output_name=f"d_{scope}", scope=scope)
+        out = json.loads(Path(summary["file"]).read_text())
+        assert [r["instruction"] for r in out] == ["Give a summary of the text.", haiku]
+
+
+def test_hook_key_instraug_scope(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, True)
+    config = parse_config({"instraug_pool": str(pool), "instraug_scope": "template"})
+    assert config.scope == "template"
+    with pytest.raises(InstrAugError, match=r"instraug_scope.*template"):
+        parse_config({"instraug_pool": str(pool), "instraug_scope": "rows"})
+
+
+@pytest.mark.slow
+def test_smollm2_keeps_quotes_and_numbers_verbatim(tmp_path: Path, smollm2_backend) -> None:
+    rows = json.loads((DEMO / "alpaca_en_demo_sample.json").read_text())
+    seeds = [Seed("default", f"default/{i}", r["instruction"], INSTANCE) for i, r in enumerate(rows)
+             if re.search(r'["\'`]|\d', r["instruction"])]
+    assert len(seeds) >= 15
+    config = PregenConfig(batch_size=16)
+    result = run_pregen(seeds, smollm2_backend, load_meta_prompts(3, 0), config, GenerationCache(tmp_path / "c.jsonl"))
+    kept = [r for r in result.records if not r.is_seed]
+    assert kept, "the real rewriter kept no paraphrase of an instance-level instruction"
+    for record in kept:
+        for span in re.findall(r'"[^"]+"|\'[^\']+\'|`[^`]+`|\d+', record.seed):
+            if span.startswith("'") and SPEC.protected_spans(record.seed).count(span) == 0:
+                continue  # an apostrophe inside a word, not a quote
+            assert record.text.count(span) == record.seed.count(span), (record.seed, record.text, span)
