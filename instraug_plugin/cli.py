@@ -82,6 +82,7 @@ def pregen_command(
     contractions: Annotated[bool, typer.Option(help="Reject 'd / 'll contractions.")] = False,
     min_fidelity: Annotated[float, typer.Option(help="Reject paraphrases whose meaning score against the seed is below this (0 disables the fidelity filter).")] = DEFAULT_MIN_FIDELITY,
     instance_min_fidelity: Annotated[float, typer.Option(help="Instance-level seeds: the stricter meaning score a paraphrase must reach (0 disables).")] = DEFAULT_INSTANCE_MIN_FIDELITY,
+    task_shape: Annotated[bool, typer.Option(help="Reject paraphrases that change the shape of the task: negation, yes/no vs wh-question, a placeholder recast as the subject ('{text} is the part'), a locating request without a locating word.")] = True,
     answer_check: Annotated[bool, typer.Option(help="Instance-level seeds: reject paraphrases that flip a negation, the compared thing or a contrast, and apply --instance-min-fidelity.")] = True,
     fidelity_judge: Annotated[str, typer.Option(help="Meaning judge: minilm (default, English) or a local sentence-embedding model directory.")] = DEFAULT_FIDELITY_JUDGE,
     backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | vllm | openai.")] = "transformers",
@@ -127,7 +128,7 @@ def pregen_command(
         rounds=rounds, top_p=top_p, samples_per_prompt=samples_per_prompt, placeholder_mode=placeholder_mode,
         batch_size=batch_size, extra_placeholders=tuple(extra_placeholder or ()),
         filters=FilterConfig(low_high[0], low_high[1], contractions, near_duplicate, min_fidelity, fidelity_judge,
-                             answer=answer_check, instance_min_fidelity=instance_min_fidelity),
+                             task_shape=task_shape, answer=answer_check, instance_min_fidelity=instance_min_fidelity),
     )
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     seeds = load_seeds(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns,

@@ -68,7 +68,7 @@ def test_each_filter_rejects_and_counts() -> None:
     assert verdicts == cases
     assert dict(chain.rejected) == {
         "placeholders": 1, "placeholder_order": 0, "length": 1, "contractions": 1, "echo": 1, "meta_text": 3,
-        "request": 1, "duplicate": 1, "near_duplicate": 1,
+        "request": 1, "task_shape": 0, "answer": 0, "duplicate": 1, "near_duplicate": 1,
     }
 
 
@@ -85,7 +85,7 @@ def test_placeholders_keep_the_seed_order(text: str, kept: bool) -> None:
     seed = 'Does "{text}" describe the image? {options}'
     assert chain.accepts(Candidate(text=text, parent=seed, seed=seed, seed_id="ITM/0")) is kept
     assert chain.rejected["placeholder_order"] == (not kept)
-    assert FilterChain(FilterConfig(0.0, 10.0, placeholder_order=False)).accepts(
+    assert FilterChain(FilterConfig(0.0, 10.0, placeholder_order=False, task_shape=False)).accepts(
         Candidate(text=text, parent=seed, seed=seed, seed_id="ITM/0"))
 
 

@@ -50,7 +50,7 @@ def test_mask_for_scoring_masks_placeholders_alike() -> None:
 
 def test_fidelity_scores_one_batch_of_rule_passing_candidates_and_counts_rejects_per_task() -> None:
     judge = TableJudge({"Write a caption for X.": 0.9, "What X is doing.": 0.3, "Describe X briefly.": 0.6})
-    chain = FilterChain(FilterConfig(min_fidelity=0.5), judge=judge)
+    chain = FilterChain(FilterConfig(min_fidelity=0.5, task_shape=False), judge=judge)
     chain.add_seed("GC/0", SEED)
     candidates = [
         _cand("Write a caption for {region_split_token.join(region)}."),
@@ -73,7 +73,7 @@ def test_fidelity_scores_one_batch_of_rule_passing_candidates_and_counts_rejects
 
 
 def test_without_a_judge_the_chain_has_no_fidelity_filter() -> None:
-    chain = FilterChain(FilterConfig(min_fidelity=0.5))
+    chain = FilterChain(FilterConfig(min_fidelity=0.5, task_shape=False))
     assert "fidelity" not in chain.rejected and chain.fidelity_summary() is None
     assert chain.select([_cand("What {region_split_token.join(region)} is doing.")]) == [True]
 

@@ -16,6 +16,7 @@ from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.filters import FilterConfig
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, answer_changes, classify, content_spec
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
+from instraug_plugin.core.requests import question_kind, task_shape_change
 from instraug_plugin.core.pool import Pool, PoolRecord, scoped_records, write_pool
 from instraug_plugin.generation.pipeline import PregenConfig, run_pregen
 from instraug_plugin.generation.prompts import load_meta_prompts
@@ -67,12 +68,9 @@ def test_classify_by_rows_and_fields() -> None:
 @pytest.mark.parametrize(("seed", "paraphrase", "reason"), [
     ("Give an example of a job that a computer can do better than a human being.",
      "Give an example of a job that a human can do better than a computer.", "comparison"),
-    ("Why is he on the ground?", "Why is he not on the ground?", "negation"),
-    ("Explain why it's important to follow copyright laws", "Explain why it's not important to follow copyright laws",
-     "negation"),
+    ("Why is he on the ground?", "Why is he not on the ground?", None),  # negation: every kind, task_shape
     ("List the advantages of solar power.", "List the drawbacks of solar power.", "contrast"),
     ("Generate a sentence with a synonym of happy.", "Generate a sentence with an antonym of happy.", "contrast"),
-    ("他为什么在地上？", "他为什么不在地上？", "negation"),
     ("Explain the differences between birds and mammals", "Describe how birds and mammals differ", None),
     ("Rewrite the sentence without changing its meaning.", "Reword the sentence without altering its meaning.", None),
     ("Which animal is bigger than a cat?", "Name an animal that is bigger than a cat.", None),
@@ -138,9 +136,12 @@ def test_pregen_protects_content_and_checks_answers(tmp_path: Path) -> None:
     assert [r.text for r in kept] == ['Replace the verb "sped" with a synonym in: The car sped quickly past 3 trees.']
     assert kept[0].kind == INSTANCE and result.records[0].kind == INSTANCE
     counts = result.counts
-    assert counts["filters"]["answer"]["rejected"] == 2 and counts["filters"]["placeholders"]["rejected"] == 1
+    filters = counts["filters"]
+    assert filters["answer"] == {"rejected": 1, "reasons": {"contrast": 1}}
+    assert filters["task_shape"] == {"rejected": 1, "reasons": {"negation": 1}}
+    assert filters["placeholders"]["rejected"] == 1
     assert counts["kinds"] == {INSTANCE: {"seeds": 1, "generated": 4, "kept": 1}}
-    assert counts["answer_check"]["rules"] == {"contrast": 1, "negation": 1}
+    assert counts["answer_check"]["rules"] == ["task_shape", "answer"]
     stats = compute_stats(result.records, {"kinds": counts["kinds"]})
     assert [(y.language, y.seeds, y.generated, y.kept) for y in stats.kinds] == [(INSTANCE, 1, 4, 1)]
     assert "| instance | 1 | 4 | 1 | 25.0% | 1.00 |" in render_markdown(stats, title="t")
@@ -209,3 +210,32 @@ def test_smollm2_keeps_quotes_and_numbers_verbatim(tmp_path: Path, smollm2_backe
             if span.startswith("'") and SPEC.protected_spans(record.seed).count(span) == 0:
                 continue  # an apostrophe inside a word, not a quote
             assert record.text.count(span) == record.seed.count(span), (record.seed, record.text, span)
+
+
+@pytest.mark.parametrize(("seed", "paraphrase", "reason"), [
+    ("What kind of disaster happens in the image? If no disaster happens, select not disaster.{options_str}",
+     "What kind of disaster does the image have? If no disaster happens, select disaster. {options_str}", "negation"),
+    ("Why is he on the ground?", "Why is he not on the ground?", "negation"),
+    ("他为什么在地上？", "他为什么不在地上？", "negation"),
+    ('Can the content of the image support "{text}"?{options_str}',
+     'What does the content of the image support "{text}"?{options_str}', "question_kind"),
+    ("What kind of disaster is in the image?{options_str}", "Select whether the image shows a disaster.{options_str}",
+     "question_kind"),
+    ("There is some text on the image. Answer {question} based on the text in image.",
+     "What is the text? {question} is the image.", "placeholder_role"),
+    ('Find the region in image that "{text}" describes.', 'Describe the region in image that "{text}" describes.',
+     "grounding"),
+    # faithful rewordings pass
+    ('Find the region in image that "{text}" describes.', 'Identify the region in image that {text} describes.', None),
+    ('Does "{text}" describe the image? {options}', "Is {text} a description of the image? {options}", None),
+    ("{region} is a region in image. Describe it.", "Describe {region}, a region in the image.", None),
+    ("Look at the image and tell me what is the content.", "Describe what the image shows.", None),
+    ("请描述这张图片。", "请说明这张图片的内容。", None),
+])
+def test_task_shape_change(seed: str, paraphrase: str, reason: str | None) -> None:
+    assert task_shape_change(seed, paraphrase) == reason
+
+
+def test_question_kind() -> None:
+    assert [question_kind(t) for t in ("Is the cat black?", "Question: What is shown?", "Decide if {text} fits.",
+                                       "Describe the image.", "{A}? Then answer.")] == ["polar", "wh", "polar", None, None]

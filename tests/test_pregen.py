@@ -61,7 +61,7 @@ class AdversarialBackend:
 
 def test_no_kept_paraphrase_changes_placeholders_over_all_templates(tmp_path: Path) -> None:
     seeds = load_seeds(bundled_templates_file())
-    config = PregenConfig(placeholder_mode="mask", samples_per_prompt=4, batch_size=64, filters=FilterConfig(0.0, 10.0, min_fidelity=0, placeholder_order=False))  # the valid variant reorders
+    config = PregenConfig(placeholder_mode="mask", samples_per_prompt=4, batch_size=64, filters=FilterConfig(0.0, 10.0, min_fidelity=0, placeholder_order=False, task_shape=False))  # the valid variant reorders; negation is kept out of it
     result = run_pregen(seeds, AdversarialBackend(), load_meta_prompts(1, 0), config, GenerationCache(tmp_path / "c.jsonl"))
     paraphrases = [r for r in result.records if not r.is_seed]
     for record in paraphrases:

@@ -18,7 +18,7 @@ from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, answer_changes
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import normalize
-from instraug_plugin.core.requests import makes_request
+from instraug_plugin.core.requests import makes_request, task_shape_change
 
 
 @dataclass(frozen=True)
@@ -182,9 +182,25 @@ class Faithful:
 
 
 @dataclass
+class SameTaskShape:
+    """The paraphrase asks for the same shape of task: same negation, question kind (yes/no vs wh),
+    placeholder roles and, for a locating request, still a locating word (`core.requests.task_shape_change`)."""
+
+    spec: PlaceholderSpec = DEFAULT_SPEC
+    name: str = "task_shape"
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def accepts(self, candidate: Candidate) -> bool:
+        reason = task_shape_change(candidate.seed, candidate.text, candidate.spec or self.spec)
+        if reason:
+            self.reasons[reason] += 1
+        return reason is None
+
+
+@dataclass
 class KeepsAnswer:
-    """An instance-level paraphrase keeps the row's answer right: no flipped negation, compared thing
-    or contrast side (`core.instances.answer_changes`); template-level candidates pass."""
+    """An instance-level paraphrase keeps the row's answer right: no swapped compared thing or contrast
+    side (`core.instances.answer_changes`); template-level candidates pass."""
 
     name: str = "answer"
     reasons: Counter[str] = field(default_factory=Counter)
@@ -279,6 +295,7 @@ class FilterConfig:
     fidelity_judge: str = DEFAULT_FIDELITY_JUDGE
     placeholder_order: bool = True
     request: bool = True
+    task_shape: bool = True
     answer: bool = True  # instance-level seeds: the `answer` rules and `instance_min_fidelity`
     instance_min_fidelity: float = DEFAULT_INSTANCE_MIN_FIDELITY
 
@@ -304,6 +321,9 @@ class FilterChain:
         rules += [NotEcho(), NoMetaText()]
         if config.request:
             rules.append(StillRequests())
+        self.task_shape = SameTaskShape(spec) if config.task_shape else None
+        if self.task_shape:
+            rules.append(self.task_shape)
         self.answer = KeepsAnswer() if config.answer else None
         if self.answer:
             rules.append(self.answer)
@@ -315,6 +335,11 @@ class FilterChain:
         self._rules = len(rules)
         self.filters: Sequence[Filter] = filters
         self.rejected: Counter[str] = Counter({f.name: 0 for f in filters})
+
+    def reasons(self, name: str) -> dict[str, dict[str, int]]:
+        """{"reasons": {reason: rejects}} of the rule filter `name` that records why it rejects, else {}."""
+        rule = {"task_shape": self.task_shape, "answer": self.answer}.get(name)
+        return {"reasons": dict(rule.reasons)} if rule is not None and rule.reasons else {}
 
     def fidelity_score(self, candidate: Candidate) -> float | None:
         """The judge's score of a candidate it scored (rounded), else None."""

@@ -66,11 +66,6 @@ def classify(text: str, rows: int, spec: PlaceholderSpec) -> str:
     return TEMPLATE if rows >= 2 or has_fields(text, spec) else INSTANCE
 
 
-_NEGATION = re.compile(
-    r"(?i:\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot|can't|won't|don't|doesn't|didn't|"
-    r"isn't|aren't|wasn't|weren't|shouldn't|wouldn't|couldn't|mustn't|hardly|except|unless)\b|n't\b)"
-    r"|不|没|無|无|非|别|勿|未"
-)
 _COMPARISON = re.compile(r"(?i)\bthan\s+(?:an?\s+|the\s+)?([\w-]+)")
 _OPPOSITES: tuple[tuple[str, str], ...] = (
     (r"advantages?|benefits?|pros|strengths?", r"disadvantages?|drawbacks?|cons|weaknesses?"),
@@ -102,21 +97,14 @@ _SIDES = tuple(
 )
 
 
-def negations(text: str) -> int:
-    """How many negating words or characters `text` has."""
-    return len(_NEGATION.findall(text))
-
-
 def answer_changes(seed: str, paraphrase: str) -> str | None:
     """Why a rewording of an instance instruction may no longer fit the row's answer, or None.
 
-    Checks negation (count of negators), the compared thing after "than" (swapped roles), and the
-    words that fix which side of a contrast is asked for (advantages vs disadvantages, more vs less,
-    before vs after, synonym vs antonym...): a side the seed does not name may not replace the one it
-    does. Quantities, quotes and names are protected spans already.
+    Checks the compared thing after "than" (swapped roles) and the words that fix which side of a
+    contrast is asked for (advantages vs disadvantages, more vs less, before vs after, synonym vs
+    antonym...): a side the seed does not name may not replace the one it does. Negation is checked
+    for every kind (`core.requests.task_shape_change`); quantities, quotes and names are protected spans.
     """
-    if negations(seed) != negations(paraphrase):
-        return "negation"
     seed_than = [m.casefold() for m in _COMPARISON.findall(seed)]
     if seed_than and seed_than != [m.casefold() for m in _COMPARISON.findall(paraphrase)]:
         return "comparison"

@@ -265,7 +265,7 @@ def run_pregen(
             "kept": kept,
             "yield": round(kept / generated, 4) if generated else 0.0,
             "filters": {EXTRACTION: {"rejected": extraction_failed}}
-            | {name: {"rejected": n} for name, n in chain.rejected.items()},
+            | {name: {"rejected": n} | chain.reasons(name) for name, n in chain.rejected.items()},
             "fidelity": chain.fidelity_summary(),
             "tasks": per_task,
             "languages": per_language,
@@ -282,7 +282,7 @@ def answer_check(filters: FilterConfig, chain: FilterChain) -> dict[str, object]
     hook and `build` augment instance-level rows only from pools that record it."""
     if not filters.answer:
         return None
-    return {"rules": dict(chain.answer.reasons) if chain.answer else {},
+    return {"rules": [name for name in ("task_shape", "answer") if name in chain.rejected],
             "judge": chain.fidelity.judge.name if chain.fidelity else None,
             "instance_min_fidelity": filters.instance_min_fidelity if chain.fidelity else None}
 
