@@ -132,7 +132,7 @@ def pregen_command(
     )
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     seeds = load_seeds(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns,
-                       kind=instruction_kind)
+                       kind=instruction_kind, strip_media=True)
     seeds = seeds[:limit] if limit is not None else seeds
     if not seeds:
         raise InstrAugError(f"{source}: no seed instructions selected")

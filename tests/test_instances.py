@@ -32,14 +32,17 @@ SPEC = content_spec()
 
 @pytest.mark.parametrize(("text", "spans"), [
     ("Transform the following sentence using a synonym: The car sped quickly.", ["The car sped quickly."]),
-    ("Produce a list of the top 5 NHL players in 2021.", ["5", "NHL", "2021"]),
+    ("Produce a list of the top 5 NHL players in 2021.", ["5 NHL", "2021"]),
+    ("Add 3 examples to the following sentence.", ["3 examples"]),  # a moved number would count something else
+    ("Output 1 for true, 2 for false.", ["1", "2"]),  # no stop word is glued to a number
     ("Create an effective 140 character twitter post", ["140 character"]),
     ('Select the incorrect definition for the word "timid"', ['"timid"']),
     ("Generate an opening sentence for a poem on the theme of 'loneliness'.", ["'loneliness'"]),
     ("Explain why it's important to follow copyright laws", []),
     ("Explain what `len(x)` does in Python.", ["`len(x)`", "Python"]),
     ("Determine the volume of a cube with sides 4 cm long.", ["4 cm"]),
-    ("Give three examples of renewable energy.", ["three"]),
+    ("Give three examples of renewable energy.", ["three examples"]),
+    ("Resolve the following problem: 9 - 2 x 3", ["9 - 2 x 3"]),
     ("Describe a process of making crepes.", []),
     ("Identify the incorrect phrase in the following sentences:", []),  # the material is in `input`
     ("Rewrite this sentence without changing the meaning:\n\"Online learning works.\"", ['"Online learning works."']),
@@ -55,7 +58,7 @@ def test_content_spans(text: str, spans: list[str]) -> None:
 
 def test_user_patterns_come_first_and_a_protect_group_narrows_the_span() -> None:
     spec = content_spec((r"\[(?P<protect>\d+, \d+)\]",))
-    assert spec.protected_spans("Describe region [10, 20] of 3 images.") == ["10, 20", "3"]
+    assert spec.protected_spans("Describe region [10, 20] of 3 images.") == ["10, 20", "3 images"]
 
 
 def test_classify_by_rows_and_fields() -> None:
@@ -74,6 +77,11 @@ def test_classify_by_rows_and_fields() -> None:
     ("Explain the differences between birds and mammals", "Describe how birds and mammals differ", None),
     ("Rewrite the sentence without changing its meaning.", "Reword the sentence without altering its meaning.", None),
     ("Which animal is bigger than a cat?", "Name an animal that is bigger than a cat.", None),
+    ("What is the man holding in his left hand?", "What is the man holding in his right hand?", "contrast"),
+    ("Why is he on the ground?", "What is he doing on the ground?", "question_word"),
+    ("Why is he on the ground?", "Explain the reason he is on the ground.", None),
+    ("Who is he?", "What is he?", "question_word"),
+    ("How many slices are left?", "Count the slices that are left.", None),
 ])
 def test_answer_changes(seed: str, paraphrase: str, reason: str | None) -> None:
     assert answer_changes(seed, paraphrase) == reason
@@ -84,6 +92,9 @@ def test_kinds_of_llamafactory_demo_data(tmp_path: Path) -> None:
     assert len(alpaca.seeds) == 60 and {s.kind for s in alpaca.seeds} == {INSTANCE}
     mllm = load_seed_set(DEMO, dataset="mllm_demo", all_turns=True)
     assert len(mllm.seeds) == 12 and {s.kind for s in mllm.seeds} == {INSTANCE}
+    assert mllm.seeds[0].text == "<image>Who are they?"
+    bare = load_seed_set(DEMO, dataset="mllm_demo", all_turns=True, strip_media=True).seeds
+    assert [s.text for s in bare[:2]] == ["Who are they?", "What are they doing?"]  # as the hook looks them up
     rows = [{"instruction": "Summarize the text.", "input": f"text {i}", "output": "x"} for i in range(3)]
     rows.append({"instruction": "Write a haiku about rain.", "input": "", "output": "x"})
     (tmp_path / "d.json").write_text(json.dumps(rows))
@@ -121,12 +132,12 @@ class ScriptedBackend:
 def test_pregen_protects_content_and_checks_answers(tmp_path: Path) -> None:
     seed = Seed("default", "default/0", 'Change the verb "sped" to a synonym in: The car sped quickly past 3 trees.',
                 INSTANCE)
-    masked = 'Change the verb {A} to a synonym in: The car sped quickly past {B} trees.'
+    masked = 'Change the verb {A} to a synonym in: The car sped quickly past {B}.'  # "3 trees": number + what it counts
     replies = {masked: [
-        'Replace the verb {A} with a synonym in: The car sped quickly past {B} trees.',  # kept
-        'Replace the verb {A} with an antonym in: The car sped quickly past {B} trees.',  # contrast flipped
-        'Replace the verb with a synonym in: The car sped quickly past {B} trees.',  # quoted word dropped
-        "Don't change the verb {A} in: The car sped quickly past {B} trees.",  # negation added
+        'Replace the verb {A} with a synonym in: The car sped quickly past {B}.',  # kept
+        'Replace the verb {A} with an antonym in: The car sped quickly past {B}.',  # contrast flipped
+        'Replace the verb with a synonym in: The car sped quickly past {B}.',  # quoted word dropped
+        "Don't change the verb {A} in: The car sped quickly past {B}.",  # negation added
     ]}
     backend = ScriptedBackend(replies)
     config = PregenConfig(samples_per_prompt=4, filters=FilterConfig(min_fidelity=0, instance_min_fidelity=0))
@@ -227,6 +238,8 @@ def test_smollm2_keeps_quotes_and_numbers_verbatim(tmp_path: Path, smollm2_backe
      "grounding"),
     # faithful rewordings pass
     ('Find the region in image that "{text}" describes.', 'Identify the region in image that {text} describes.', None),
+    ("Given a triangle, find out its perimeter.", "Determine the perimeter of the triangle.", None),  # no locating
+    ("Is the traffic light red or green?", "What color is the traffic light?", None),  # a choice, as a wh-question
     ('Does "{text}" describe the image? {options}', "Is {text} a description of the image? {options}", None),
     ("{region} is a region in image. Describe it.", "Describe {region}, a region in the image.", None),
     ("Look at the image and tell me what is the content.", "Describe what the image shows.", None),

@@ -280,7 +280,7 @@ class NotNearDuplicate:
 
 DEFAULT_FIDELITY_JUDGE = "minilm"
 DEFAULT_MIN_FIDELITY = 0.71  # chosen on the labeled set (constrained-mode pairs): benchmarks/fidelity_judge.py
-DEFAULT_INSTANCE_MIN_FIDELITY = 0.85  # chosen on the instance-level labels: benchmarks/answer_check.py
+DEFAULT_INSTANCE_MIN_FIDELITY = 0.88  # the lowest threshold with >= 95% of kept answers right on the labels: benchmarks/answer_check.py
 
 
 @dataclass(frozen=True)

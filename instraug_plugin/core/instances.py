@@ -10,8 +10,9 @@ Content spans (`CONTENT_PATTERNS`, in priority order; extend with `--extra-place
 - `lead_in`: the material after a "following sentence/text/word...:" lead-in (also 以下/下面…：);
 - `code`: back-quoted code spans and fenced blocks;
 - `quoted`: text in straight, curly, CJK corner or book-title quotes;
-- `number`: numbers with their unit or currency sign, English number words, Chinese numerals
-  before a measure word;
+- `number`: numbers with their unit or currency sign or the word they count ("3 examples", "two
+  sentences": a moved number counts something else), English number words, Chinese numerals before
+  a measure word;
 - `name`: capitalized words inside a sentence (names, titles, acronyms).
 """
 
@@ -35,18 +36,21 @@ _UNITS = (r"%|percent|per cent|kg|kilograms?|g|grams?|mg|lbs?|pounds?|ounces?|oz
           r"minutes?|mins?|seconds?|secs?|days?|weeks?|months?|years?|decades?|centuries|century|°[CF]?|"
           r"degrees?|dollars?|euros?|yuan|characters?|words?|sentences?|items?|points?|"
           r"个|种|条|项|点|名|位|本|篇|句|次|年|月|日|天|岁|米|公里|公斤|克|小时|分钟|秒|元|字")
-_LEAD_NOUNS = (r"sentences?|texts?|words?|phrases?|paragraphs?|passages?|lists?|numbers?|equations?|"
+_LEAD_NOUNS = (r"problems?|claims?|arguments?|sentences?|texts?|words?|phrases?|paragraphs?|passages?|lists?|numbers?|equations?|"
                r"statements?|articles?|sequences?|code|snippet|questions?|poems?|titles?|series|data|"
                r"inputs?|expressions?|strings?|names?|items?|tweets?|reviews?|quotes?|excerpts?|story|stories|"
                r"song lyrics|lyrics|values?|set|array|emails?|headlines?|descriptions?|information|facts?")
 _ZH_LEAD = r"(?:以下|下面|下列|如下|这个|这句|这段)的?(?:句子|文本|文字|段落|词语|单词|内容|问题|代码|列表|短语|话|数字|句话|诗)"
 
+_STOPWORDS = (r"(?i:a|an|the|and|or|to|of|in|on|at|for|by|with|from|as|is|are|was|be|that|this|than|"
+              r"into|per|each|more|less|times|x)")
+
 CONTENT_PATTERNS: dict[str, str] = {
     "lead_in": (rf"(?i:\b(?:following|given|this|these|the)\s+(?:[\w-]+\s+){{0,2}}?(?:{_LEAD_NOUNS})\b[^:：\n]{{0,48}}[:：]|{_ZH_LEAD}\s*[:：])\s*(?P<protect>\S[\s\S]*?)\s*$"),
     "code": r"```[\s\S]*?```|`[^`\n]+`",
     "quoted": r"\"[^\"\n]+\"|“[^”\n]+”|‘[^’\n]+’|(?<![\w'])'[^'\n]+'(?![\w'])|「[^」\n]+」|『[^』\n]+』|《[^》\n]+》",
-    "number": (rf"[$€£¥]\s?\d[\d,]*(?:\.\d+)?|\d+(?:[.,:/]\d+)*(?:\s?(?:{_UNITS})(?![A-Za-z]))?|"
-               rf"(?i:\b(?:{_NUMBER_WORDS})\b)|[零一二两三四五六七八九十百千万亿]+(?=[个种条项点名位本篇句次年月日天岁米元字])"),
+    "number": (rf"[$€£¥]\s?\d[\d,]*(?:\.\d+)?|\d+(?:[.,:/-]\d+)*(?:\s?(?:{_UNITS})(?![A-Za-z])|\s(?!{_STOPWORDS}\b)[A-Za-z]+)?|"
+               rf"(?i:\b(?:{_NUMBER_WORDS})\b(?:\s(?!{_STOPWORDS}\b)[a-z]+)?)|[零一二两三四五六七八九十百千万亿]+(?=[个种条项点名位本篇句次年月日天岁米元字])"),
     "name": r"(?<=[a-z0-9,;)]\s)(?!I\b)[A-Z][\w'&-]*(?:\.[A-Z][\w'&-]*)*(?:\s+(?:of\s+|the\s+|de\s+)?[A-Z][\w'&-]*)*",
 }
 
@@ -85,8 +89,17 @@ _OPPOSITES: tuple[tuple[str, str], ...] = (
     (r"longer", r"shorter"),
     (r"synonyms?", r"antonyms?|opposites?"),
     (r"agree", r"disagree"),
+    (r"left", r"right"),
+    (r"past", r"present|future"),
+    (r"top|above|upper", r"bottom|below|beneath|under|lower"),
+    (r"front", r"back|behind|rear"),
+    (r"inside|indoors?", r"outside|outdoors?"),
+    (r"first|earliest|opening", r"last|final|latest"),
+    (r"day|daytime", r"night|nighttime"),
     (r"優點|优点|好处", r"缺点|坏处"),
     (r"相同|相似", r"不同|区别"),
+    (r"左", r"右"),
+    (r"上面|上方", r"下面|下方"),
     (r"增加", r"减少"),
     (r"同义", r"反义"),
 )
@@ -97,14 +110,29 @@ _SIDES = tuple(
 )
 
 
+_WH_KEPT: dict[str, re.Pattern[str]] = {  # a seed's question word -> what must stay in the paraphrase
+    "who": re.compile(r"(?i)\b(?:who|whom|whose|identity|identify|name)\b"),
+    "why": re.compile(r"(?i)\b(?:why|reason|reasons|cause|because|explain)\b"),
+    "where": re.compile(r"(?i)\b(?:where|location|position|located|placed|place)\b"),
+    "when": re.compile(r"(?i)\b(?:when|time|date|year|day)\b"),
+    "how many": re.compile(r"(?i)\b(?:how many|count|number|total)\b"),
+    "how much": re.compile(r"(?i)\b(?:how much|amount|quantity|cost|price)\b"),
+}
+_WH_IN_SEED = re.compile(r"(?i)\b(who|whom|whose|why|where|when|how many|how much)\b")
+
+
 def answer_changes(seed: str, paraphrase: str) -> str | None:
     """Why a rewording of an instance instruction may no longer fit the row's answer, or None.
 
-    Checks the compared thing after "than" (swapped roles) and the words that fix which side of a
+    Checks the question word (who / why / where / when / how many / how much must stay, or a word that
+    asks the same: "why" -> "explain the reason"), the compared thing after "than" (swapped roles) and the words that fix which side of a
     contrast is asked for (advantages vs disadvantages, more vs less, before vs after, synonym vs
     antonym...): a side the seed does not name may not replace the one it does. Negation is checked
     for every kind (`core.requests.task_shape_change`); quantities, quotes and names are protected spans.
     """
+    for word in {m.casefold() for m in _WH_IN_SEED.findall(seed)}:
+        if not _WH_KEPT[{"whom": "who", "whose": "who"}.get(word, word)].search(paraphrase):
+            return "question_word"
     seed_than = [m.casefold() for m in _COMPARISON.findall(seed)]
     if seed_than and seed_than != [m.casefold() for m in _COMPARISON.findall(paraphrase)]:
         return "comparison"

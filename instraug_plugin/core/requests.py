@@ -49,7 +49,8 @@ _WORD = re.compile(r"[A-Za-z]+")
 _LEAD = frozenset("question so then now and please".split())
 _LOCATE = re.compile(r"\b(?:find|finds|finding|locate|locating|localizing|localising|locali[sz]e|ground|pinpoint|point out|detect|spot|where|location|"
                      r"position|coordinates?|bounding box|identify the (?:region|part|area))\b", re.IGNORECASE)
-_LOCATE_VERB = re.compile(r"\b(?:find|locate|locali[sz]e|ground|pinpoint)\b", re.IGNORECASE)
+_LOCATE_VERB = re.compile(r"\b(?:locate|locali[sz]e|ground|pinpoint)\b|\bfind\b(?:\s+\w+){0,3}?\s+(?:region|part|area|"
+                          r"location|position|box|object|place)s?\b", re.IGNORECASE)
 _SUBJECT_VERB = re.compile(r"[\"'”’]?\s*(?:is|are|was|were|describes?|matches?)\b", re.IGNORECASE)
 _NEGATION = re.compile(
     r"(?i:\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot|can't|won't|don't|doesn't|didn't|"
@@ -76,7 +77,9 @@ def question_kind(text: str) -> str | None:
             word = word.lower()
             if word in _LEAD:
                 continue
-            return "polar" if word in _AUXILIARIES else "wh" if word in _WH_WORDS else None
+            if word in _AUXILIARIES:  # "Is it red or green?" asks to choose, as a wh-question does
+                return None if re.search(r"\bor\b", text[start:mark]) else "polar"
+            return "wh" if word in _WH_WORDS else None
         return None
     return "polar" if _POLAR_CLAUSE.search(text) else None
 

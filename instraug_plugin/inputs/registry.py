@@ -13,6 +13,7 @@ from instraug_plugin.core.instances import KIND_CHOICES, TEMPLATE, classify
 from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
 from instraug_plugin.core.pool import normalize
+from instraug_plugin.core.sampling import split_edge_media
 from instraug_plugin.inputs.base import RawSeeds, ReadOptions, Seed, SeedReader, brief
 from instraug_plugin.inputs.llamafactory import DATASET_INFO, LlamaFactoryReader
 from instraug_plugin.inputs.llava import LlavaReader
@@ -74,24 +75,29 @@ def _select(raw: RawSeeds, tasks: Sequence[str] | None, source: Path) -> list[st
     return selected
 
 
-def _dedupe(raw: RawSeeds, tasks: list[str], source: Path, kind: str) -> tuple[list[Seed], dict[str, int]]:
+def _dedupe(raw: RawSeeds, tasks: list[str], source: Path, kind: str, strip_media: bool) -> tuple[list[Seed], dict[str, int]]:
     """Validate placeholders, drop seeds equal to an earlier one of the task after `normalize`, and
-    give each its kind (`kind` "auto": `core.instances.classify` by how many rows share it)."""
+    give each its kind (`kind` "auto": `core.instances.classify` by how many rows share it).
+
+    With `strip_media` (dataset rows), media tokens at the edges ("<image>\nWhat is ...?") are not part
+    of the seed: the rewriter sees the bare request, and the training hook and `build` re-attach the
+    row's own media tokens when they look the instruction up (as live mode does)."""
     seeds: list[Seed] = []
     duplicates: dict[str, int] = {}
     for task in tasks:
         if not raw.tasks[task]:
             raise InstrAugError(f"{source}: task {task!r} has no instructions")
-        rows = Counter(normalize(item.text) for item in raw.tasks[task])
+        texts = [(split_edge_media(item.text)[1] or item.text) if strip_media else item.text for item in raw.tasks[task]]
+        rows = Counter(normalize(text) for text in texts)
         seen: set[str] = set()
-        for item in raw.tasks[task]:
+        for item, text in zip(raw.tasks[task], texts):
             DEFAULT_SPEC.parse(item.text, source=item.where)
-            key = normalize(item.text)
+            key = normalize(text)
             if key in seen:
                 duplicates[task] = duplicates.get(task, 0) + 1
                 continue
-            seed_kind = classify(item.text, rows[key], DEFAULT_SPEC) if kind == "auto" else kind
-            seeds.append(Seed(task, f"{task}/{len(seen)}", item.text, seed_kind))
+            seed_kind = classify(text, rows[key], DEFAULT_SPEC) if kind == "auto" else kind
+            seeds.append(Seed(task, f"{task}/{len(seen)}", text, seed_kind))
             seen.add(key)
     return seeds, duplicates
 
@@ -114,6 +120,7 @@ def load_seed_set(
     task_column: str | None = None,
     all_turns: bool = False,
     kind: str = "auto",
+    strip_media: bool = False,
 ) -> SeedSet:
     """Like `load_seeds`, also reporting the detected format, duplicates per task and skipped rows."""
     if kind not in KIND_CHOICES:
@@ -124,9 +131,10 @@ def load_seed_set(
     for name, reader in READERS.items():
         if reader.matches(path, document, options):
             raw = reader().read(path, document, options)
-            if kind == "auto" and name == TemplateReader.name:
+            template_file = name == TemplateReader.name
+            if kind == "auto" and template_file:
                 kind = TEMPLATE  # a template file holds task templates only
-            seeds, duplicates = _dedupe(raw, _select(raw, tasks, path), path, kind)
+            seeds, duplicates = _dedupe(raw, _select(raw, tasks, path), path, kind, strip_media and not template_file)
             return SeedSet(path, name, seeds, duplicates, raw.skipped_rows)
     raise InstrAugError(
         f"{path}: unrecognized input (expected a template file {{task: [templates]}}, a LLaVA json list, "
@@ -142,6 +150,7 @@ def load_seeds(
     task_column: str | None = None,
     all_turns: bool = False,
     kind: str = "auto",
+    strip_media: bool = False,
 ) -> list[Seed]:
     """Seed instructions from a template file, a LLaMA-Factory dataset or a LLaVA json (format detected).
 
@@ -150,10 +159,12 @@ def load_seeds(
     groups dataset rows by that column (else task "default"); `all_turns` takes every user turn
     instead of the first. Seeds equal after `pool.normalize` are kept once per task; the count dropped
     is logged. `kind`: auto (template files: template; dataset rows: template when 2+ rows of the task
-    share the instruction or it has fields, else instance), template or instance. Raises InstrAugError naming the file, task, key or row at fault.
+    share the instruction or it has fields, else instance), template or instance. `strip_media`: drop
+    media tokens at the edges of dataset instructions (pregen does; see `_dedupe`). Raises InstrAugError naming the file, task, key or row at fault.
     """
     seed_set = load_seed_set(
-        source, dataset=dataset, tasks=tasks, task_column=task_column, all_turns=all_turns, kind=kind
+        source, dataset=dataset, tasks=tasks, task_column=task_column, all_turns=all_turns, kind=kind,
+        strip_media=strip_media,
     )
     if seed_set.duplicates:
         logger.info(
