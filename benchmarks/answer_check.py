@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ROOT / "benchmarks" / "labels" / "answer_labels.jsonl"
+VALIDATION = ROOT / "benchmarks" / "labels" / "answer_labels_validation.jsonl"
 GRID = [round(0.01 * i, 2) for i in range(101)]
 
 
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--judge", default="minilm")
     parser.add_argument("--target", type=float, default=0.95, help="share of kept paraphrases whose answer is right")
     parser.add_argument("--threshold", type=float, help="report this threshold as the default (else the package's)")
+    parser.add_argument("--validation", type=Path, default=VALIDATION, help="labels to check the default on")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from instraug_plugin.core.filters import DEFAULT_INSTANCE_MIN_FIDELITY
@@ -132,16 +134,25 @@ def main() -> None:
     threshold = DEFAULT_INSTANCE_MIN_FIDELITY if args.threshold is None else args.threshold
     result = {"labels": str(args.labels.relative_to(ROOT)) if args.labels.is_relative_to(ROOT) else str(args.labels),
               "judge": args.judge} | evaluate(rows, score_pairs(args.judge, rows), args.target, threshold)
+    if args.validation.is_file():
+        held = load_labels(args.validation)
+        result["validation"] = evaluate(held, score_pairs(args.judge, held), args.target, threshold)
     print(f"{result['pairs']} labeled pairs over {result['instructions']} instructions, "
           f"{result['answer_ok']} keep the answer right")
     for name in ("no_check", "rules_only", "judge_only_at_default", "chosen", "default"):
         p = result[name]
         print(f"  {name:22} threshold {p['threshold']:>5}: kept {p['kept']:3d}, {p['correct_share']:.1%} of kept right, "
               f"{p['correct_kept']:.1%} of right ones kept, {p['per_instruction']:.2f} per instruction")
-    for source, figures in result["per_source"].items():
+    for name, figures in [(f"labels/{k}", v) for k, v in result["per_source"].items()] + (
+            [(f"validation/{k}", v) for k, v in result["validation"]["per_source"].items()] if "validation" in result else []):
         p = figures["default"]
-        print(f"  {source:8} {figures['pairs']:3d} pairs: at the default {p['kept']} kept, {p['correct_share']:.1%} right, "
+        print(f"  {name:18} {figures['pairs']:3d} pairs: at the default {p['kept']} kept, {p['correct_share']:.1%} right, "
               f"{p['per_instruction']:.2f} per instruction (no check: {figures['no_check']['correct_share']:.1%} right)")
+    if "validation" in result:
+        v = result["validation"]
+        print(f"  validation: {v['pairs']} pairs over {v['instructions']} instructions; at the default "
+              f"{v['default']['kept']} kept, {v['default']['correct_share']:.1%} right, "
+              f"{v['default']['per_instruction']:.2f} per instruction (no check: {v['no_check']['correct_share']:.1%} right)")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")

@@ -161,12 +161,12 @@ def build_dataset(
     *, dataset: Path, name: str | None, pools: list[Path], output_dir: Path | None = None,
     output_name: str | None = None, epsilon: float = 0.5, seed: int = 42, copies: int = 1,
     all_turns: bool = False, task_column: str | None = None, placeholder_regex: tuple[str, ...] = (),
-    scope: str = "auto",
+    scope: str = "template",
 ) -> dict[str, Any]:
     """Write `<output_name>.json` and its entry in `<output_dir>/dataset_info.json`; return a summary.
 
     `output_dir` defaults to the dataset_info.json directory (LLaMA-Factory's `dataset_dir`, where
-    relative media paths start) or the LLaVA json's directory. `scope` (auto | template | all) says
+    relative media paths start) or the LLaVA json's directory. `scope` (template | all) says
     whether instance-level rows are reworded (`core.pool.scoped_records`).
     """
     if not 0.0 <= epsilon <= 1.0:

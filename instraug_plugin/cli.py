@@ -169,6 +169,9 @@ def pregen_command(
     if len(kinds) > 1 or "instance" in kinds:
         print("by kind: " + "; ".join(f"{kind} {n['seeds']} seeds, {n['kept']} kept of {n['generated']}"
                                        for kind, n in sorted(kinds.items())))
+    if kinds.get("instance", {}).get("kept"):
+        print("instance-level paraphrases are used only with instraug_scope: all (training) or build --scope all; "
+              "README: how often they keep the answer right")
 
 
 @app.command("bootstrap-guides")
@@ -257,7 +260,7 @@ def build_command(
     all_turns: Annotated[bool, typer.Option("--all-turns", help="Rewrite every user turn, not only the first.")] = False,
     task_column: Annotated[str | None, typer.Option(help="Column naming each row's task.")] = None,
     placeholder_regex: Annotated[list[str] | None, typer.Option(help="Extra protected-span regex.")] = None,
-    scope: Annotated[str, typer.Option(help="Which rows are reworded: template (instructions shared by rows or with fields) | all (also one row's own request; the pool must record the answer check) | auto (all when the pool records it, else template).")] = "auto",
+    scope: Annotated[str, typer.Option(help="Which rows are reworded: template (default: instructions shared by rows or with fields) | all (also one row's own request; the pool must record the answer check).")] = "template",
 ) -> None:
     """Write an augmented dataset (same instances, epsilon sampling, K copies) and its dataset_info entry."""
     from instraug_plugin.build import build_dataset

@@ -171,8 +171,7 @@ def _pool(tmp_path: Path, checked: bool | None) -> Path:
 
 
 @pytest.mark.parametrize(("checked", "scope", "instance_kept"), [
-    (True, "auto", True), (True, "all", True), (True, "template", False),
-    (False, "auto", False), (False, "template", False), (None, "auto", False),
+    (True, "all", True), (True, "template", False), (False, "template", False), (None, "template", False),
 ])
 def test_scoped_records(tmp_path: Path, checked: bool | None, scope: str, instance_kept: bool) -> None:
     pool = Pool.load(_pool(tmp_path, checked), scope=scope)
@@ -204,6 +203,7 @@ def test_hook_key_instraug_scope(tmp_path: Path) -> None:
     assert config.scope == "template"
     with pytest.raises(InstrAugError, match=r"instraug_scope.*template"):
         parse_config({"instraug_pool": str(pool), "instraug_scope": "rows"})
+    assert parse_config({"instraug_pool": str(pool)}).scope == "template"  # instance rows only when asked
 
 
 @pytest.mark.slow
@@ -252,3 +252,49 @@ def test_task_shape_change(seed: str, paraphrase: str, reason: str | None) -> No
 def test_question_kind() -> None:
     assert [question_kind(t) for t in ("Is the cat black?", "Question: What is shown?", "Decide if {text} fits.",
                                        "Describe the image.", "{A}? Then answer.")] == ["polar", "wh", "polar", None, None]
+
+
+def _answer_script():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("answer_check", ROOT / "benchmarks" / "answer_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_answer_labels_cover_the_three_sources() -> None:
+    script = _answer_script()
+    rows, held = script.load_labels(), script.load_labels(script.VALIDATION)
+    assert len(rows) >= 100 and {r["source"] for r in rows} == {"alpaca", "mllm", "llava"}
+    assert len(held) >= 100 and not {r["seed"] for r in held} & {r["seed"] for r in rows}
+    for row in rows + held:
+        assert isinstance(row["answer_ok"], bool) and row["seed"] != row["paraphrase"]
+        assert row["answer_ok"] or row["note"]
+
+
+def test_answer_threshold_rule_by_hand() -> None:
+    script = _answer_script()
+    rows = [{"seed": s, "answer_ok": ok} for s, ok in [("a", True), ("a", False), ("b", True), ("c", True)]]
+    scores, rules = [0.9, 0.8, 0.95, 0.6], [True, True, True, False]
+    point = script.point(rows, scores, rules, 0.85)
+    assert (point.kept, point.correct_share, point.correct_kept, point.per_instruction) == (2, 1.0, 0.6667, 0.667)
+    assert script.choose_threshold(rows, scores, rules, 0.95).threshold == 0.81  # lowest reaching 95% right
+
+
+@pytest.mark.slow
+def test_answer_check_reproduces_the_published_figures() -> None:
+    script = _answer_script()
+    published = json.loads((ROOT / "benchmarks" / "results" / "answer_check.json").read_text())
+    from instraug_plugin.core.filters import DEFAULT_INSTANCE_MIN_FIDELITY
+
+    assert published["default"]["threshold"] == published["chosen"]["threshold"] == DEFAULT_INSTANCE_MIN_FIDELITY
+    for rows, figures in ((script.load_labels(), published), (script.load_labels(script.VALIDATION),
+                                                             published["validation"])):
+        result = script.evaluate(rows, script.score_pairs("minilm", rows), 0.95, DEFAULT_INSTANCE_MIN_FIDELITY)
+        for key in ("no_check", "rules_only", "default"):
+            assert result[key] == pytest.approx(figures[key], abs=1e-4), key
+    assert published["default"]["correct_share"] >= 0.95  # on the labels it was chosen on; validation: README

@@ -140,31 +140,31 @@ def read_manifest(path: Path) -> dict[str, Any]:
     return read_json_object(manifest_path)
 
 
-SCOPES = ("auto", "template", "all")
+SCOPES = ("template", "all")
 
 
-def scoped_records(path: Path, scope: str = "auto") -> list[PoolRecord]:
+def scoped_records(path: Path, scope: str = "template") -> list[PoolRecord]:
     """The records of one pool that augmentation with `scope` may use.
 
-    `template`: no paraphrase of an instance-level seed (one row's own request, see
+    `template` (default): no paraphrase of an instance-level seed (one row's own request, see
     `core.instances`); `all`: every paraphrase, an error unless the pool's manifest records that its
-    instance-level paraphrases passed the answer check; `auto`: `all` when it does, else `template`.
-    Records without a kind (pools made before kinds) count as template-level.
+    instance-level paraphrases passed the answer check. Records without a kind (pools made before
+    kinds) count as template-level.
     """
     if scope not in SCOPES:
         raise InstrAugError(f"scope must be one of {', '.join(SCOPES)}; got {scope!r}")
     records = list(read_records(path))
     instance = sum(r.kind == "instance" and not r.is_seed for r in records)
-    if not instance or scope == "all" and read_manifest(path).get("answer_check"):
+    if not instance:
         return records
-    if scope == "all":
+    if scope == "template":
+        return [r for r in records if r.kind != "instance" or r.is_seed]
+    if not read_manifest(path).get("answer_check"):
         raise InstrAugError(
             f"scope all: {_pool_file(path)} has {instance} instance-level paraphrase(s) made without the answer "
             "check (rerun pregen without --no-answer-check, or use scope template)"
         )
-    if scope == "auto" and read_manifest(path).get("answer_check"):
-        return records
-    return [r for r in records if r.kind != "instance" or r.is_seed]
+    return records
 
 
 class Pool:
@@ -184,7 +184,7 @@ class Pool:
                         bucket.append(record.text)
 
     @classmethod
-    def load(cls, *paths: Path, scope: str = "auto") -> Pool:
+    def load(cls, *paths: Path, scope: str = "template") -> Pool:
         """Load and merge one or more pools, keeping the instance-level paraphrases `scope` allows
         (`scoped_records`)."""
         return cls(record for path in paths for record in scoped_records(Path(path), scope))

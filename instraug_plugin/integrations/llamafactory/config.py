@@ -38,7 +38,7 @@ class InstrAugConfig:
     epsilon: float = 0.5
     seed: int | None = None
     turns: str = "first"
-    scope: str = "auto"
+    scope: str = "template"
     task_column: str | None = None
     placeholder_regex: tuple[str, ...] = ()
     log: bool = True
