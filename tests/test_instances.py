@@ -298,3 +298,20 @@ def test_answer_check_reproduces_the_published_figures() -> None:
         for key in ("no_check", "rules_only", "default"):
             assert result[key] == pytest.approx(figures[key], abs=1e-4), key
     assert published["default"]["correct_share"] >= 0.95  # on the labels it was chosen on; validation: README
+
+
+@pytest.mark.parametrize(("scope", "expected"), [
+    ("template", {("Describe the image.", TEMPLATE)}),
+    ("all", {("Describe the image.", TEMPLATE), ("Why is he on the ground?", INSTANCE)}),
+])
+def test_live_mode_classifies_training_instructions(scope: str, expected: set[tuple[str, str]]) -> None:
+    from datasets import Dataset
+
+    from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, start_session
+    from instraug_plugin.integrations.llamafactory.live import LiveRefresher
+
+    session = start_session(parse_config({"instraug_mode": "live", "instraug_scope": scope}), 42)
+    prompts = [[{"role": "user", "content": text}] for text in
+               ("<image>Describe the image.", "Describe the image.<image>", "<image>\nWhy is he on the ground?")]
+    session.train_dataset = Dataset.from_dict({"_prompt": prompts, INDEX_COLUMN: [0, 1, 2]})
+    assert {(seed.text, seed.kind) for seed in LiveRefresher(session).seeds()} == expected

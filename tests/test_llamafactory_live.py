@@ -41,7 +41,7 @@ def test_a_failing_rewriter_falls_back_and_counts(tmp_path: Path) -> None:
     pool = Path(__file__).resolve().parents[1] / "dataset_info" / "instraug_demo" / "pool"
     not_a_model = tmp_path / "empty-model-dir"
     not_a_model.mkdir()
-    session = start_session(parse_config({"instraug_mode": "live", "instraug_pool": str(pool),
+    session = start_session(parse_config({"instraug_mode": "live", "instraug_pool": str(pool), "instraug_scope": "all",
                                           "instraug_live_model": str(not_a_model)}), 42)
     prompts = [[{"role": "user", "content": f"<image>Question {i}?"}] for i in range(3)]
     session.train_dataset = Dataset.from_dict({"_prompt": prompts, INDEX_COLUMN: [0, 1, 2]})
