@@ -315,3 +315,30 @@ def test_live_mode_classifies_training_instructions(scope: str, expected: set[tu
                ("<image>Describe the image.", "Describe the image.<image>", "<image>\nWhy is he on the ground?")]
     session.train_dataset = Dataset.from_dict({"_prompt": prompts, INDEX_COLUMN: [0, 1, 2]})
     assert {(seed.text, seed.kind) for seed in LiveRefresher(session).seeds()} == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("dataset", "extra", "seeds"), [
+    ("mllm_demo", ["--all-turns"], 12),
+    ("alpaca_en_demo_sample", ["--limit", "8"], 8),
+])
+def test_pregen_on_llamafactory_demo_data_reports_kinds(tmp_path: Path, dataset: str, extra: list[str],
+                                                        seeds: int) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "pool"
+    command = [sys.executable, "-m", "instraug_plugin", "pregen", str(DEMO / "dataset_info.json"), "--dataset", dataset,
+               "--out", str(out), "--direct-prompts", "2", "--guided-prompts", "0", *extra]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"by kind: instance {seeds} seeds" in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kinds"]["instance"]["seeds"] == seeds and manifest["kinds"]["instance"]["generated"] == 2 * seeds
+    assert manifest["answer_check"]["instance_min_fidelity"] == 0.88
+    records = [json.loads(line) for line in (out / "pool.jsonl").read_text().splitlines()]
+    assert {r["kind"] for r in records} == {INSTANCE} and not any(r["seed"].startswith("<image>") for r in records)
+    stats = subprocess.run([sys.executable, "-m", "instraug_plugin", "stats", str(out), "--no-embeddings"],
+                           capture_output=True, text=True, timeout=300)
+    assert stats.returncode == 0, stats.stderr[-2000:]
+    assert "yield per kind" in stats.stdout and "instance=" in stats.stdout
