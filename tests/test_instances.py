@@ -72,12 +72,9 @@ def test_classify_by_rows_and_fields() -> None:
     ("Give an example of a job that a computer can do better than a human being.",
      "Give an example of a job that a human can do better than a computer.", "comparison"),
     ("Why is he on the ground?", "Why is he not on the ground?", None),  # negation: every kind, task_shape
-    ("List the advantages of solar power.", "List the drawbacks of solar power.", "contrast"),
-    ("Generate a sentence with a synonym of happy.", "Generate a sentence with an antonym of happy.", "contrast"),
     ("Explain the differences between birds and mammals", "Describe how birds and mammals differ", None),
     ("Rewrite the sentence without changing its meaning.", "Reword the sentence without altering its meaning.", None),
     ("Which animal is bigger than a cat?", "Name an animal that is bigger than a cat.", None),
-    ("What is the man holding in his left hand?", "What is the man holding in his right hand?", "contrast"),
     ("Why is he on the ground?", "What is he doing on the ground?", "question_word"),
     ("Why is he on the ground?", "Explain the reason he is on the ground.", None),
     ("Who is he?", "What is he?", "question_word"),
@@ -148,8 +145,7 @@ def test_pregen_protects_content_and_checks_answers(tmp_path: Path) -> None:
     assert kept[0].kind == INSTANCE and result.records[0].kind == INSTANCE
     counts = result.counts
     filters = counts["filters"]
-    assert filters["answer"] == {"rejected": 1, "reasons": {"contrast": 1}}
-    assert filters["task_shape"] == {"rejected": 1, "reasons": {"negation": 1}}
+    assert filters["task_shape"] == {"rejected": 2, "reasons": {"contrast": 1, "negation": 1}}
     assert filters["placeholders"]["rejected"] == 1
     assert counts["kinds"] == {INSTANCE: {"seeds": 1, "generated": 4, "kept": 1}}
     assert counts["answer_check"]["rules"] == ["task_shape", "answer"]
@@ -228,6 +224,11 @@ def test_smollm2_keeps_quotes_and_numbers_verbatim(tmp_path: Path, smollm2_backe
      "What kind of disaster does the image have? If no disaster happens, select disaster. {options_str}", "negation"),
     ("Why is he on the ground?", "Why is he not on the ground?", "negation"),
     ("他为什么在地上？", "他为什么不在地上？", "negation"),
+    ("List the advantages of solar power.", "List the drawbacks of solar power.", "contrast"),
+    ("Generate a sentence with a synonym of happy.", "Generate a sentence with an antonym of happy.", "contrast"),
+    ("What is the man holding in his left hand?", "What is the man holding in his right hand?", "contrast"),
+    ("What color is the first shape?", "What color is the second shape?", "contrast"),
+    ("列出太阳能的优点", "列出太阳能的缺点", "contrast"),
     ('Can the content of the image support "{text}"?{options_str}',
      'What does the content of the image support "{text}"?{options_str}', "question_kind"),
     ("What kind of disaster is in the image?{options_str}", "Select whether the image shows a disaster.{options_str}",

@@ -94,7 +94,7 @@ _OPPOSITES: tuple[tuple[str, str], ...] = (
     (r"top|above|upper", r"bottom|below|beneath|under|lower"),
     (r"front", r"back|behind|rear"),
     (r"inside|indoors?", r"outside|outdoors?"),
-    (r"first|earliest|opening", r"last|final|latest"),
+    (r"first|earliest|opening", r"second|third|last|final|latest"),
     (r"day|daytime", r"night|nighttime"),
     (r"優點|优点|好处", r"缺点|坏处"),
     (r"相同|相似", r"不同|区别"),
@@ -121,14 +121,24 @@ _WH_KEPT: dict[str, re.Pattern[str]] = {  # a seed's question word -> what must 
 _WH_IN_SEED = re.compile(r"(?i)\b(who|whom|whose|why|where|when|how many|how much)\b")
 
 
+def contrast_changes(seed: str, paraphrase: str) -> bool:
+    """True when a side of a contrast the seed does not name replaces one it does (advantages ->
+    drawbacks, left -> right, first -> last, synonym -> antonym, ...)."""
+    for sides in _SIDES:
+        in_seed = [bool(side.search(seed)) for side in sides]
+        in_paraphrase = [bool(side.search(paraphrase)) for side in sides]
+        if any(in_seed) and any(p and not s for p, s in zip(in_paraphrase, in_seed)):
+            return True
+    return False
+
+
 def answer_changes(seed: str, paraphrase: str) -> str | None:
     """Why a rewording of an instance instruction may no longer fit the row's answer, or None.
 
     Checks the question word (who / why / where / when / how many / how much must stay, or a word that
-    asks the same: "why" -> "explain the reason"), the compared thing after "than" (swapped roles) and the words that fix which side of a
-    contrast is asked for (advantages vs disadvantages, more vs less, before vs after, synonym vs
-    antonym...): a side the seed does not name may not replace the one it does. Negation is checked
-    for every kind (`core.requests.task_shape_change`); quantities, quotes and names are protected spans.
+    asks the same: "why" -> "explain the reason") and the compared thing after "than" (swapped roles).
+    Negation and contrast sides are checked for every kind (`core.requests.task_shape_change`);
+    quantities, quotes and names are protected spans.
     """
     for word in {m.casefold() for m in _WH_IN_SEED.findall(seed)}:
         if not _WH_KEPT[{"whom": "who", "whose": "who"}.get(word, word)].search(paraphrase):
@@ -136,9 +146,4 @@ def answer_changes(seed: str, paraphrase: str) -> str | None:
     seed_than = [m.casefold() for m in _COMPARISON.findall(seed)]
     if seed_than and seed_than != [m.casefold() for m in _COMPARISON.findall(paraphrase)]:
         return "comparison"
-    for sides in _SIDES:
-        in_seed = [bool(side.search(seed)) for side in sides]
-        in_paraphrase = [bool(side.search(paraphrase)) for side in sides]
-        if any(p and not s for p, s in zip(in_paraphrase, in_seed)) and any(in_seed):
-            return "contrast"
     return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.instances import contrast_changes
 from instraug_plugin.core.language import language_of
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 
@@ -95,13 +96,17 @@ def task_shape_change(seed: str, paraphrase: str, spec: PlaceholderSpec = DEFAUL
     """Why a paraphrase asks for a differently shaped task than its seed, or None.
 
     `negation`: the count of negators differs ("select not disaster" -> "select disaster");
+    `contrast`: a side of a contrast replaced by the other (first -> last, left -> right, advantages ->
+    drawbacks: `core.instances.contrast_changes`);
     `question_kind`: a yes/no question became a wh-question or back; `placeholder_role`: a
     placeholder became the subject of "is / describes / matches" ("{question} is the text.");
     `grounding`: a request to find or locate something lost every locating word. Negation counts in
-    any language; the others judge English only.
+    any language, contrast sides in English and Chinese; the others judge English only.
     """
     if negations(seed) != negations(paraphrase):
         return "negation"
+    if contrast_changes(seed, paraphrase):
+        return "contrast"
     if language_of(seed) != "latin":
         return None
     before, after = question_kind(seed), question_kind(paraphrase)
