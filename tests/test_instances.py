@@ -343,3 +343,20 @@ def test_pregen_on_llamafactory_demo_data_reports_kinds(tmp_path: Path, dataset:
                            capture_output=True, text=True, timeout=300)
     assert stats.returncode == 0, stats.stderr[-2000:]
     assert "yield per kind" in stats.stdout and "instance=" in stats.stdout
+
+
+def test_reasons_are_counted_once_per_rejected_candidate_with_a_judge() -> None:
+    from instraug_plugin.core.filters import Candidate, FilterChain
+
+    class Judge:
+        name = "ones"
+
+        def score(self, pairs):
+            return [1.0] * len(pairs)
+
+    chain = FilterChain(FilterConfig(min_fidelity=0.5), judge=Judge())
+    seed = "What color is the first shape?"
+    verdicts = chain.select([Candidate(t, seed, seed, "t/0", "t") for t in
+                             ("What color is the last shape?", "Which colour does the first shape have?")])
+    assert verdicts == [False, True]
+    assert chain.rejected["task_shape"] == 1 and chain.reasons("task_shape") == {"reasons": {"contrast": 1}}

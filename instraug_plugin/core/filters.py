@@ -188,13 +188,11 @@ class SameTaskShape:
 
     spec: PlaceholderSpec = DEFAULT_SPEC
     name: str = "task_shape"
-    reasons: Counter[str] = field(default_factory=Counter)
+    last_reason: str | None = None  # why the last candidate was rejected (the chain counts it)
 
     def accepts(self, candidate: Candidate) -> bool:
-        reason = task_shape_change(candidate.seed, candidate.text, candidate.spec or self.spec)
-        if reason:
-            self.reasons[reason] += 1
-        return reason is None
+        self.last_reason = task_shape_change(candidate.seed, candidate.text, candidate.spec or self.spec)
+        return self.last_reason is None
 
 
 @dataclass
@@ -203,15 +201,11 @@ class KeepsAnswer:
     side (`core.instances.answer_changes`); template-level candidates pass."""
 
     name: str = "answer"
-    reasons: Counter[str] = field(default_factory=Counter)
+    last_reason: str | None = None  # why the last candidate was rejected (the chain counts it)
 
     def accepts(self, candidate: Candidate) -> bool:
-        if candidate.kind != INSTANCE:
-            return True
-        reason = answer_changes(candidate.seed, candidate.text)
-        if reason:
-            self.reasons[reason] += 1
-        return reason is None
+        self.last_reason = answer_changes(candidate.seed, candidate.text) if candidate.kind == INSTANCE else None
+        return self.last_reason is None
 
 
 @dataclass
@@ -335,11 +329,11 @@ class FilterChain:
         self._rules = len(rules)
         self.filters: Sequence[Filter] = filters
         self.rejected: Counter[str] = Counter({f.name: 0 for f in filters})
+        self._reasons: dict[str, Counter[str]] = defaultdict(Counter)
 
     def reasons(self, name: str) -> dict[str, dict[str, int]]:
-        """{"reasons": {reason: rejects}} of the rule filter `name` that records why it rejects, else {}."""
-        rule = {"task_shape": self.task_shape, "answer": self.answer}.get(name)
-        return {"reasons": dict(rule.reasons)} if rule is not None and rule.reasons else {}
+        """{"reasons": {reason: rejects}} of a filter that says why it rejects (`last_reason`), else {}."""
+        return {"reasons": dict(self._reasons[name])} if self._reasons.get(name) else {}
 
     def fidelity_score(self, candidate: Candidate) -> float | None:
         """The judge's score of a candidate it scored (rounded), else None."""
@@ -372,6 +366,8 @@ class FilterChain:
         for f in self.filters:
             if not f.accepts(candidate):
                 self.rejected[f.name] += 1
+                if reason := getattr(f, "last_reason", None):
+                    self._reasons[f.name][reason] += 1
                 return False
         return True
 
