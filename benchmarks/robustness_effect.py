@@ -1,12 +1,12 @@
 """Does training with InstrAug make a model robust to unseen instruction wordings? Three arms, several seeds.
 
-Benchmark (`instraug_plugin.evaluation.scenes`): four tasks over the same kind of input, a sentence such as
-`Scene: a red circle, a blue square and a green triangle.`, told apart ONLY by their instruction
-(count the shapes, colour of a named shape, shape listed first/last, is there a <colour> <shape>);
-short answers scored with exact match, disjoint answer sets, so a model that misreads an unfamiliar
-wording answers the wrong task. 5 original training templates per task
-(`templates/benchmark/scenes_train_templates.json`) and 5 human-written held-out wordings per task
-(`scenes_heldout_templates.json`), never used in training nor given to the rewriter.
+Benchmark (`instraug_plugin.evaluation.scenes`, task set `positions`): four tasks over the same kind of
+input, a sentence such as `Scene: a red circle, a blue square and a green triangle.`, told apart ONLY by
+their instruction (how many shapes, the colour of the first shape, the first shape, the last shape);
+short answers scored with exact match, so a model that misreads an unfamiliar wording answers the wrong
+task. 5 original training templates per task (`templates/benchmark/positions_train_templates.json`) and
+5 human-written held-out wordings per task (`positions_heldout_templates.json`), never used in training
+nor given to the rewriter. (`--task-set lookup`: the first design, kept; its files are `scenes_*`.)
 
 Arms, each trained with `--seeds` training seeds through `llamafactory-cli train` (`instraug-plugin train`
 when the startup hook is not installed), the same rows, steps and hyper-parameters:
@@ -14,8 +14,9 @@ when the startup hook is not installed), the same rows, steps and hyper-paramete
   (b) InstrAug on-the-fly pool mode (`instraug_epsilon: --epsilon`, a fresh draw per row and epoch);
   (c) the paper's offline MIns+ dataset: `instraug-plugin build` with the same pool and epsilon (one draw
       per row, fixed for all epochs), trained without instraug keys.
-The pool is the committed `benchmarks/pools/scenes_train` (`instraug-plugin pregen` over the training
-templates, defaults incl. the fidelity filter), expanded over the rows' filled instructions.
+The pool is the committed `benchmarks/pools/positions_train_v2` (`instraug-plugin pregen` over the
+training templates with today's defaults: mask mode, `task_shape` and fidelity filters), expanded over
+the rows' filled instructions; `positions_train` is the first pool (constrained mode, before `task_shape`).
 Each model is scored by `instraug-plugin eval --variants both` on the same test instances under the
 5 original and 5 held-out wordings per task.
 
@@ -65,7 +66,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-POOLS = ROOT / "benchmarks" / "pools"  # <task set template name>_train: committed pregen output
+POOLS = ROOT / "benchmarks" / "pools"  # committed pregen output over the training templates
+DEFAULT_POOLS = {"positions": "positions_train_v2", "lookup": "scenes_train"}
 PRESETS: dict[str, dict[str, Any]] = {
     # steps: the baseline's step count by the >= 80% criterion on the original wordings (calibration in the
     # module docstring); freeze: the last 8 of 30 layers train, so every model shares the frozen trunk at eval
@@ -479,7 +481,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task-set", choices=["positions", "lookup"], default="positions",
                         help="scenes task set (instraug_plugin.evaluation.scenes)")
     parser.add_argument("--pool", type=Path, help="pool over the training templates "
-                        "(default: benchmarks/pools/<positions|scenes>_train)")
+                        "(default: benchmarks/pools/positions_train_v2; lookup: scenes_train)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--threads", type=int, help="OMP/MKL threads for training and evaluation (1 avoids "
                         "oversubscription when other jobs share a small CPU; default: torch's)")
@@ -558,7 +560,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      test_per_task=args.test_per_task, task_set=args.task_set)
     model = (args.model or smollm2_model()).resolve()
     template_name = TEMPLATE_FILES[args.task_set]
-    template_pool = (args.pool or POOLS / f"{template_name}_train").resolve()
+    template_pool = (args.pool or POOLS / DEFAULT_POOLS[args.task_set]).resolve()
     train_templates, heldout_templates = scene_templates(args.task_set)
     pool_file = work / "pool" / "pool.jsonl"
     if set(args.arms) & {"b", "c"}:

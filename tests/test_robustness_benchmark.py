@@ -30,7 +30,7 @@ from instraug_plugin.evaluation.shapes import instantiate_pool
 
 ROOT = Path(__file__).resolve().parent.parent
 POOLS = ROOT / "benchmarks" / "pools"
-COMMITTED_POOL = POOLS / "positions_train"
+COMMITTED_POOL = POOLS / "positions_train_v2"
 
 
 @pytest.fixture(scope="module")
