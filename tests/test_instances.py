@@ -360,3 +360,22 @@ def test_reasons_are_counted_once_per_rejected_candidate_with_a_judge() -> None:
                              ("What color is the last shape?", "Which colour does the first shape have?")])
     assert verdicts == [False, True]
     assert chain.rejected["task_shape"] == 1 and chain.reasons("task_shape") == {"reasons": {"contrast": 1}}
+
+
+def test_build_cli_scope_all_needs_the_answer_check(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from instraug_plugin.cli import app
+
+    rows = [{"instruction": "Write a haiku about rain.", "input": "", "output": "y"}]
+    (tmp_path / "d.json").write_text(json.dumps(rows))
+    (tmp_path / "dataset_info.json").write_text(json.dumps({"d": {"file_name": "d.json"}}))
+    unchecked = _pool(tmp_path / "unchecked", False)
+    result = CliRunner().invoke(app, ["build", str(tmp_path / "dataset_info.json"), "--name", "d", "--pool",
+                                      str(unchecked), "--scope", "all", "--epsilon", "0"])
+    assert result.exit_code != 0 and "scope all" in str(result.exception or result.output)
+    checked = _pool(tmp_path / "checked", True)
+    result = CliRunner().invoke(app, ["build", str(tmp_path / "dataset_info.json"), "--name", "d", "--pool",
+                                      str(checked), "--scope", "all", "--epsilon", "0", "--output-name", "d_all"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "d_all.json").read_text())[0]["instruction"] == "Compose a haiku on rain."
