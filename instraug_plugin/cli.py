@@ -2,34 +2,94 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.errors import InstrAugError, one_line, redact
 from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE, DEFAULT_MIN_FIDELITY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 
-def main() -> None:
-    """Entry point: run the Typer app, turning InstrAugError into `error: ...` and exit code 2."""
-    try:
-        app(standalone_mode=False)
-    except InstrAugError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except typer.Abort:
-        raise SystemExit(1) from None
-    except Exception as exc:  # click usage errors
-        import click
+DEBUG_ENV = "INSTRAUG_DEBUG"
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
+
+def debug_enabled() -> bool:
+    """True when `--debug` was given or `$INSTRAUG_DEBUG` is set to anything but "", "0", "false"."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help=f"Show the traceback of an error (same as {DEBUG_ENV}=1).")] = False,
+) -> None:
+    """Options that apply to every command (give them before the command name)."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception class `name` from Typer's bundled copy and from click itself, where present."""
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """The one stderr line and the exit code for an exception that ended a command.
+
+    User errors (InstrAugError, usage errors, files that cannot be read or written) exit with 2;
+    anything else is a bug and exits with 1. Secrets in URLs are redacted.
+    """
+    if isinstance(exc, InstrAugError):
+        text, code = str(exc), 2
+    elif isinstance(exc, _click_exceptions("ClickException")):
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        text, code = exc.format_message() + hint, 2
+    elif isinstance(exc, OSError) and exc.strerror:
+        where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+        text, code = f"{where}: {exc.strerror}" if where else exc.strerror, 2
+    elif isinstance(exc, (KeyboardInterrupt, typer.Abort, *_click_exceptions("Abort"))):
+        text, code = "interrupted", 130
+    else:
+        text = (f"unexpected {type(exc).__name__}: {exc} (a bug: rerun with --debug or {DEBUG_ENV}=1 for the "
+                "traceback and report it)")
+        code = 1
+    return f"error: {redact(one_line(text))}", code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the Typer app; an error ends it with one `error: ...` line on stderr.
+
+    Exit codes: 0 success, 2 bad input (any InstrAugError, usage error or unreadable/unwritable
+    file), 1 an unexpected exception, 130 interrupted. With `--debug` or `$INSTRAUG_DEBUG` the
+    traceback is printed before that line.
+    """
+    try:
+        code = app(args=argv, prog_name="instraug-plugin", standalone_mode=False)
+    except SystemExit:
         raise
+    except BaseException as exc:  # noqa: BLE001 - every exception becomes one line (traceback with --debug)
+        if isinstance(exc, _click_exceptions("NoArgsIsHelpError")):
+            print(exc.ctx.get_help())  # type: ignore[attr-defined]
+            raise SystemExit(0) from None
+        line, code = error_line(exc)
+        if debug_enabled():
+            traceback.print_exception(exc)
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
