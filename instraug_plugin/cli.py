@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, prog_name="instraug-plugin", standalone_mode=False)
     except SystemExit:
         raise
-    except BaseException as exc:  # noqa: BLE001 - every exception becomes one line (traceback with --debug)
+    except BaseException as exc:  # every exception becomes one line (traceback with --debug)
         if isinstance(exc, _click_exceptions("NoArgsIsHelpError")):
             print(exc.ctx.get_help())  # type: ignore[attr-defined]
             raise SystemExit(0) from None
@@ -307,6 +307,8 @@ def build_command(
     all_turns: Annotated[bool, typer.Option("--all-turns", help="Rewrite every user turn, not only the first.")] = False,
     task_column: Annotated[str | None, typer.Option(help="Column naming each row's task.")] = None,
     placeholder_regex: Annotated[list[str] | None, typer.Option(help="Extra protected-span regex.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file, and an entry an earlier build wrote.")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Leave out rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
 ) -> None:
     """Write an augmented dataset (same instances, epsilon sampling, K copies) and its dataset_info entry."""
     from instraug_plugin.build import build_dataset
@@ -314,12 +316,15 @@ def build_command(
     summary = build_dataset(
         dataset=dataset, name=name, pools=pool, output_dir=output_dir, output_name=output_name, epsilon=epsilon,
         seed=seed, copies=copies, all_turns=all_turns, task_column=task_column,
-        placeholder_regex=tuple(placeholder_regex or ()),
+        placeholder_regex=tuple(placeholder_regex or ()), overwrite=overwrite, skip_invalid=skip_invalid,
     )
+    invalid = summary["invalid"]
+    skipped = (f"; skipped {sum(invalid.values())} invalid row(s): "
+               + ", ".join(f"{n} {kind}" for kind, n in invalid.items())) if invalid else ""
     print(
         f"wrote {summary['rows']} rows ({summary['rewritten']} rewritten, {summary['original']} original, "
         f"{summary['no_entry']} without pool entry) to {summary['file']}; "
-        f"dataset {summary['dataset']!r} added to {summary['dataset_info']}"
+        f"dataset {summary['dataset']!r} added to {summary['dataset_info']}{skipped}"
     )
 
 

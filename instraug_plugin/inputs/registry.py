@@ -49,6 +49,7 @@ class SeedSet:
     seeds: list[Seed]
     duplicates: dict[str, int] = field(default_factory=dict)
     skipped_rows: int = 0
+    invalid_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def tasks(self) -> list[str]:
@@ -108,16 +109,21 @@ def load_seed_set(
     tasks: list[str] | None = None,
     task_column: str | None = None,
     all_turns: bool = False,
+    skip_invalid: bool = False,
 ) -> SeedSet:
-    """Like `load_seeds`, also reporting the detected format, duplicates per task and skipped rows."""
+    """Like `load_seeds`, also reporting the detected format, duplicates per task and skipped rows.
+
+    Dataset rows LLaMA-Factory could not train on (`core.rows`) are an error naming the row, or with
+    `skip_invalid` are skipped and counted in `invalid_rows` by kind.
+    """
     path = _resolve(source)
     document = read_json(path)
-    options = ReadOptions(dataset=dataset, task_column=task_column, all_turns=all_turns)
+    options = ReadOptions(dataset=dataset, task_column=task_column, all_turns=all_turns, skip_invalid=skip_invalid)
     for name, reader in READERS.items():
         if reader.matches(path, document, options):
             raw = reader().read(path, document, options)
             seeds, duplicates = _dedupe(raw, _select(raw, tasks, path), path)
-            return SeedSet(path, name, seeds, duplicates, raw.skipped_rows)
+            return SeedSet(path, name, seeds, duplicates, raw.skipped_rows, raw.invalid_rows)
     raise InstrAugError(
         f"{path}: unrecognized input (expected a template file {{task: [templates]}}, a LLaVA json list, "
         f"or a {DATASET_INFO} with a dataset name)"
@@ -131,17 +137,19 @@ def load_seeds(
     tasks: list[str] | None = None,
     task_column: str | None = None,
     all_turns: bool = False,
+    skip_invalid: bool = False,
 ) -> list[Seed]:
     """Seed instructions from a template file, a LLaMA-Factory dataset or a LLaVA json (format detected).
 
     `source`: a MultiInstruct-style template JSON, a LLaVA json list, or a `dataset_info.json` (or its
     directory) together with `dataset`. `tasks` selects tasks (input order otherwise); `task_column`
     groups dataset rows by that column (else task "default"); `all_turns` takes every user turn
-    instead of the first. Seeds equal after `pool.normalize` are kept once per task; the count dropped
+    instead of the first; `skip_invalid` skips rows LLaMA-Factory could not train on instead of
+    failing on the first. Seeds equal after `pool.normalize` are kept once per task; the count dropped
     is logged. Raises InstrAugError naming the file, task, key or row at fault.
     """
     seed_set = load_seed_set(
-        source, dataset=dataset, tasks=tasks, task_column=task_column, all_turns=all_turns
+        source, dataset=dataset, tasks=tasks, task_column=task_column, all_turns=all_turns, skip_invalid=skip_invalid
     )
     if seed_set.duplicates:
         logger.info(
