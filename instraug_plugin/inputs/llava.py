@@ -8,7 +8,13 @@ from typing import Any
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.rows import RowChecker, row_problem
 from instraug_plugin.inputs.base import RawSeeds, ReadOptions, SeedReader
-from instraug_plugin.inputs.llamafactory import ConversationTags, add_turns, row_contents, row_task, user_turns
+from instraug_plugin.inputs.llamafactory import (
+    ConversationTags,
+    add_turns,
+    row_contents,
+    row_task,
+    user_turns,
+)
 
 CONVERSATIONS = "conversations"
 # The dataset_info entry that reads a LLaVA json in LLaMA-Factory.
