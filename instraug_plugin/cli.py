@@ -366,11 +366,12 @@ def make_benchmark_command(
     test_per_task: Annotated[int, typer.Option(help="Test instances per task.")] = 40,
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 96,
     text_scenes: Annotated[bool, typer.Option(help="Describe each picture in words instead of writing images.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the files and the dataset entry an earlier make-benchmark wrote in OUT.")] = False,
 ) -> None:
     """Draw the shipped shapes benchmark offline from a seed (5 tasks, original + held-out wordings)."""
     from instraug_plugin.evaluation.shapes import DATASET_NAME, make_benchmark
 
     manifest = make_benchmark(out, seed=seed, train_per_task=train_per_task, test_per_task=test_per_task,
-                              image_size=image_size, text_scenes=text_scenes)
+                              image_size=image_size, text_scenes=text_scenes, overwrite=overwrite)
     print(f"wrote {out}: {manifest['train_rows']} training rows (dataset {DATASET_NAME!r} in dataset_info.json), "
           f"{manifest['test_instances']} test instances in eval.json")
