@@ -109,6 +109,26 @@ MaxRetriesOption = Annotated[int | None, typer.Option(help="openai: retries on c
 StructuredOutputsOption = Annotated[bool, typer.Option("--structured-outputs", help="openai: the server takes vLLM's structured_outputs regex (enables placeholder mode constrained).")]
 
 
+def check_output_dir(path: Path, option: str) -> None:
+    """Fail in one line now (before any model loads) if `path` is not, and cannot become, a writable
+    directory. Probes by creating a temporary file; folders made for the probe are removed again."""
+    import tempfile
+
+    if path.exists() and not path.is_dir():
+        raise InstrAugError(f"{option}: {path} exists and is not a directory")
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise InstrAugError(f"{option}: cannot write to {path} ({exc.strerror or exc})") from None
+    finally:
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
 def _given(**options: object) -> dict[str, object]:
     """The backend options that were set; the backend rejects those it does not take."""
     return {key: value for key, value in options.items() if value is not None}
@@ -123,6 +143,7 @@ def pregen_command(
     limit: Annotated[int | None, typer.Option(help="Use at most this many seed instructions.")] = None,
     task_column: Annotated[str | None, typer.Option(help="Dataset column naming each row's task.")] = None,
     all_turns: Annotated[bool, typer.Option(help="Take every user turn, not only the first.")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip dataset rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
     strategy: Annotated[str, typer.Option(help="single | multi_temperature | iterative")] = "single",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (single, iterative).")] = 0.6,
     temperatures: Annotated[str, typer.Option(help="Temperatures for multi_temperature.")] = ",".join(
@@ -131,8 +152,8 @@ def pregen_command(
     rounds: Annotated[int, typer.Option(help="Rephrasing rounds (iterative).")] = 2,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling p.")] = 0.9,
     samples_per_prompt: Annotated[int, typer.Option(help="Samples per meta-prompt and temperature.")] = 1,
-    direct_prompts: Annotated[int, typer.Option(help="Direct meta-prompts to use (0-5).")] = 5,
-    guided_prompts: Annotated[int, typer.Option(help="Guided meta-prompts to use.")] = 5,
+    direct_prompts: Annotated[int | None, typer.Option(help="Direct meta-prompts to use (0-5; default all 5).")] = None,
+    guided_prompts: Annotated[int | None, typer.Option(help="Guided meta-prompts to use (0 to the number of guides; default all).")] = None,
     guides: Annotated[Path | None, typer.Option(help="Guides file from bootstrap-guides.")] = None,
     placeholder_mode: Annotated[str, typer.Option(help="mask (mask-then-filter, default: more faithful paraphrases) | constrained (every placeholder emitted by construction; needs logits control or --structured-outputs)")] = "mask",
     extra_placeholder: Annotated[list[str] | None, typer.Option(help="Regex of extra protected spans (repeatable).")] = None,
@@ -170,8 +191,9 @@ def pregen_command(
     from instraug_plugin.core.filters import FilterConfig
     from instraug_plugin.generation.pipeline import PregenConfig, pregen_to_directory
     from instraug_plugin.generation.prompts import load_meta_prompts
-    from instraug_plugin.inputs import load_seeds
+    from instraug_plugin.inputs import load_seed_set
 
+    check_output_dir(out, "--out")  # before anything is read or any model loads
     if limit is not None and limit < 1:
         raise InstrAugError(f"--limit: expected a number >= 1, got {limit}")
     if executor not in ("local", "ray"):
@@ -186,10 +208,14 @@ def pregen_command(
         filters=FilterConfig(low_high[0], low_high[1], contractions, near_duplicate, min_fidelity, fidelity_judge),
     )
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    seeds = load_seeds(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns)
-    seeds = seeds[:limit] if limit is not None else seeds
+    seed_set = load_seed_set(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns,
+                             skip_invalid=skip_invalid)
+    seeds = seed_set.seeds[:limit] if limit is not None else seed_set.seeds
     if not seeds:
         raise InstrAugError(f"{source}: no seed instructions selected")
+    if seed_set.invalid_rows:
+        print(f"{source}: skipped {sum(seed_set.invalid_rows.values())} invalid row(s): "
+              + ", ".join(f"{n} {kind}" for kind, n in seed_set.invalid_rows.items()))
     meta_prompts = load_meta_prompts(direct_prompts, guided_prompts, guides_file=guides)
     options = _given(
         model=model, quantization_bits=quantization_bits, device=device, dtype=dtype, decoder=decoder,
@@ -213,6 +239,11 @@ def pregen_command(
             seeds, rewriter, meta_prompts, config, out,
             on_batch=lambda done, total: progress.update(bar, completed=done, total=total),
             source=str(source), dataset=dataset, executor=executor,
+            meta_prompt_counts={"direct": sum(m.name.startswith("direct/") for m in meta_prompts),
+                          "guided": sum(m.name.startswith("guided/") for m in meta_prompts),
+                          "guides_file": None if guides is None else str(guides),
+                          "names": [m.name for m in meta_prompts]},
+            invalid_rows=seed_set.invalid_rows,
         )
     counts = result.counts
     print(
