@@ -297,8 +297,10 @@ def stats_command(
     no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="Skip embedding diversity (no judge, no torch).")] = False,
 ) -> None:
     """Write stats.md and PNG plots about an instruction pool, and print a summary."""
-    from instraug_plugin.stats import print_summary, write_stats
+    from instraug_plugin.stats import mismatch_warning, print_summary, write_stats
 
+    if pool.exists():  # a missing pool fails in write_stats
+        check_output_dir(out or (pool if pool.is_dir() else pool.parent) / "stats", "--out")
     loaded = None
     if not no_embeddings and pool.exists():  # a missing pool fails in write_stats, before any model loads
         from instraug_plugin.judges import JUDGES, load_judge
@@ -311,6 +313,8 @@ def stats_command(
             print(f"note: embedding diversity skipped, judge {judge!r} not loaded ({' '.join(str(exc).split())})")
     report = write_stats(pool, out, loaded)
     print_summary(report.stats)
+    if warning := mismatch_warning(report.stats):
+        print(warning, file=sys.stderr)
     print(f"wrote {report.markdown} and {len(report.plots)} plot(s)")
 
 
