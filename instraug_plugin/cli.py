@@ -274,6 +274,9 @@ def bootstrap_guides_command(
     from instraug_plugin.generation.prompts import INSTRUCTION_SLOT, bootstrap_request, parse_guides
     from instraug_plugin.resources import templates_dir
 
+    if out.is_dir():
+        raise InstrAugError(f"--out: {out} is a directory; give the guides file to write")
+    check_output_dir(out.parent, "--out")  # before the rewriter loads
     rewriter = create_backend(backend, **_given(
         model=model, api_base=api_base, api_key_env=api_key_env, max_concurrency=max_concurrency,
         request_timeout=request_timeout, max_retries=max_retries,
@@ -383,6 +386,7 @@ def eval_command(
 
     if batch_size < 1 or max_new_tokens < 1 or (max_instances is not None and max_instances < 1):
         raise InstrAugError("--batch-size, --max-new-tokens and --max-instances must be >= 1")
+    check_output_dir(out, "--out")  # before the model loads
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     data = load_eval_set(eval_set, variants=variants, tasks=task_list, max_instances_per_task=max_instances)
     resolved = resolve_model(model, template=template, base_model=base_model)

@@ -7,7 +7,7 @@ import re
 # `scheme://userinfo@` (a user name can be a token too) and secret-looking query parameters.
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 _QUERY_SECRET = re.compile(
-    r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|secret|password|passwd|sig|signature)=)[^&#\s]+"
+    r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|secret|password|passwd|sig|signature)=)[^&#\s'\"]+"
 )
 
 

@@ -344,10 +344,10 @@ class LlamaFactoryReader(SeedReader):
         for row_where, row in rows:
             task = row_task(row, options.task_column, row_where)
             texts = user_turns(row.get(column), conv_tags, where=row_where, column=column)
+            if not check.ok(row, row_where):
+                continue
             if not llamafactory_accepts(row[column], conv_tags, ranking):
                 raw.skipped_rows += 1
-                continue
-            if not check.ok(row, row_where):
                 continue
             add_turns(raw, task, texts, row_where, options.all_turns)
 
