@@ -432,6 +432,20 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(case: Case, tmp_path: 
     assert snapshot(work) == before, "the failed command changed files"
 
 
+@pytest.mark.parametrize("make_args", [
+    lambda t: ["train", train_config(t, "model_name_or_path: x\n  stage: [sft\n")],
+    lambda t: ["pregen", templates(t), "--out", write(t / "p", "x")],
+], ids=["train-broken-yaml", "pregen-out-is-a-file"])
+def test_real_executable_prints_one_line(make_args: Callable[[Path], list[Any]], tmp_path: Path,
+                                         offline_env: dict[str, str]) -> None:
+    """The installed `instraug-plugin` script, in its own process: nothing but the error line on stderr."""
+    args = [str(a) for a in make_args(tmp_path)]
+    result = subprocess.run([str(BIN / "instraug-plugin"), *args], capture_output=True, text=True, env=offline_env,
+                            timeout=120, check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
+
+
 # ---------------------------------------------------------------- what is skipped, kept or warned about
 
 

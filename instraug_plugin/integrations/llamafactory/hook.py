@@ -266,9 +266,10 @@ def _check_before_training(session: Session, dataset: Any, data_args: Any, templ
             raise InstrAugError(f"instraug_skip_invalid: every training row is invalid ({skipped})")
         dataset = dataset.select(keep)
     warnings = coverage_verdict(coverage, pools=config.pool, mode=config.mode, epsilon=config.epsilon)
-    print(summarize(coverage, skipped), file=sys.stderr, flush=True)
-    for warning in warnings:
-        print(f"instraug: warning: {warning}", file=sys.stderr, flush=True)
+    if os.environ.get("RANK", "0") == "0":  # every rank checks; the first one reports
+        print(summarize(coverage, skipped), file=sys.stderr, flush=True)
+        for warning in warnings:
+            print(f"instraug: warning: {warning}", file=sys.stderr, flush=True)
     session.pretrain = {"pool_coverage": coverage.record()}
     if skipped:
         session.pretrain["invalid_rows_skipped"] = skipped
