@@ -251,6 +251,11 @@ def _patched_preprocess(original: Any) -> Any:
     return _get_preprocessed_dataset
 
 
+def _names(datasets: Any) -> str:
+    """LLaMA-Factory's `dataset` argument (a list after parsing, else as given) for messages."""
+    return ",".join(map(str, datasets)) if isinstance(datasets, list | tuple) else str(datasets)
+
+
 def _check_before_training(session: Session, dataset: Any, data_args: Any, template: Any) -> Any:
     """Invalid rows and pool coverage (`pretrain`), before training starts; the rows to train on."""
     config = session.config
@@ -259,11 +264,13 @@ def _check_before_training(session: Session, dataset: Any, data_args: Any, templ
         dataset, session.rewriter, all_turns=config.turns == "all", skip_invalid=config.skip_invalid,
         check_media=any(getattr(plugin, f"{kind}_token", None) for kind in ("image", "video", "audio")),
         media_root=Path(data_args.media_dir or data_args.dataset_dir),
-        where=f"dataset {','.join(data_args.dataset or [])}",
+        where=f"dataset {_names(data_args.dataset)}",
     )
     if keep is not None:
         if not keep:
-            raise InstrAugError(f"instraug_skip_invalid: every training row is invalid ({skipped})")
+            counts = ", ".join(f"{n} {kind}" for kind, n in skipped.items())
+            raise InstrAugError(f"instraug_skip_invalid: every training row of dataset {_names(data_args.dataset)} "
+                                f"is invalid ({counts})")
         dataset = dataset.select(keep)
     warnings = coverage_verdict(coverage, pools=config.pool, mode=config.mode, epsilon=config.epsilon)
     if os.environ.get("RANK", "0") == "0":  # every rank checks; the first one reports
