@@ -30,6 +30,8 @@ from instraug_plugin.evaluation.evalset import EVAL_FORMAT
 from instraug_plugin.resources import templates_dir
 
 DATASET_NAME = "instraug_shapes_train"
+BENCHMARK_MARKER = "instraug_benchmark"  # in the dataset_info entry make-benchmark writes
+OUTPUTS = ("train.json", "eval.json", "manifest.json", "images")  # replaced only with overwrite
 TASK_METRICS = {
     "shape_count": "exact_match",
     "shape_color": "vqa_accuracy",
@@ -289,10 +291,6 @@ def _draw(out_dir: Path, info: dict[str, Any], *, seed: int, train_per_task: int
                        ("manifest.json", manifest)):
         (out_dir / name).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
     return manifest
-
-
-BENCHMARK_MARKER = "instraug_benchmark"  # in the dataset_info entry make-benchmark writes
-OUTPUTS = ("train.json", "eval.json", "manifest.json", "images")
 
 
 def _existing_info(out_dir: Path, overwrite: bool) -> dict[str, Any]:
