@@ -227,7 +227,7 @@ def build_dataset(
     *, dataset: Path, name: str | None, pools: list[Path], output_dir: Path | None = None,
     output_name: str | None = None, epsilon: float = 0.5, seed: int = 42, copies: int = 1,
     all_turns: bool = False, task_column: str | None = None, placeholder_regex: tuple[str, ...] = (),
-    overwrite: bool = False, skip_invalid: bool = False,
+    overwrite: bool = False, skip_invalid: bool = False, media_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Write `<output_name>.json` and its entry in `<output_dir>/dataset_info.json`; return a summary.
 
@@ -235,13 +235,18 @@ def build_dataset(
     relative media paths start) or the LLaVA json's directory. Nothing is written until every row
     is built; an existing entry or file is replaced only with `overwrite` (an entry only if an
     earlier build wrote it). Rows LLaMA-Factory could not train on (`core.rows`) are an error, or
-    with `skip_invalid` are left out and counted by kind in the summary's `invalid`.
+    with `skip_invalid` are left out and counted by kind in the summary's `invalid`. Media files are
+    looked for in `media_dir` (LLaMA-Factory's `media_dir`), by default the dataset_info.json folder;
+    a LLaVA json's are checked only when `media_dir` is given.
     """
     if not 0.0 <= epsilon <= 1.0:
         raise InstrAugError(f"--epsilon: expected a number in [0, 1], got {epsilon}")
     if copies < 1:
         raise InstrAugError(f"--copies: expected an integer >= 1, got {copies}")
     source = resolve_source(dataset, name)
+    if media_dir is not None and not media_dir.is_dir():
+        raise InstrAugError(f"--media-dir: {media_dir} is not a directory")
+    media_root = media_dir or source.media_root
     output_dir = output_dir or source.root
     output_name = output_name or f"{name or source.path.stem}_instraug"
     if not output_name or "/" in output_name or output_name.startswith("."):
@@ -258,16 +263,16 @@ def build_dataset(
     checker = RowChecker(skip_invalid)
     out_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter({"rewritten": 0, "original": 0, "no_entry": 0})
-    moved = output_dir.resolve() != source.root.resolve()
+    moved = output_dir.resolve() != (media_root or source.root).resolve()
     for index, (where, row) in enumerate(rows):
-        if not checker.ok(where, row_problem(*row_contents(row, source.entry, where), source.media_root)):
+        if not checker.ok(where, row_problem(*row_contents(row, source.entry, where), media_root)):
             continue
         task = None if task_column is None else row_task(row, task_column, where)
         for k in range(copies):
             new, decision = _rewrite_row(row, source.entry, rewriter, task=task, epoch=k, index=index,
                                          all_turns=all_turns, where=where)
             if moved:
-                _absolute_media(new, source.entry, source.root)
+                _absolute_media(new, source.entry, media_root or source.root)
             out_rows.append(new)
             counts[decision] += 1
     if not out_rows:

@@ -144,6 +144,7 @@ def pregen_command(
     task_column: Annotated[str | None, typer.Option(help="Dataset column naming each row's task.")] = None,
     all_turns: Annotated[bool, typer.Option(help="Take every user turn, not only the first.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip dataset rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
+    media_dir: Annotated[Path | None, typer.Option(help="Where the dataset's media files are (LLaMA-Factory's media_dir; default: the dataset_info.json folder; a LLaVA json's are checked only with this).")] = None,
     strategy: Annotated[str, typer.Option(help="single | multi_temperature | iterative")] = "single",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (single, iterative).")] = 0.6,
     temperatures: Annotated[str, typer.Option(help="Temperatures for multi_temperature.")] = ",".join(
@@ -209,7 +210,7 @@ def pregen_command(
     )
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     seed_set = load_seed_set(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns,
-                             skip_invalid=skip_invalid)
+                             skip_invalid=skip_invalid, media_dir=media_dir)
     seeds = seed_set.seeds[:limit] if limit is not None else seed_set.seeds
     if not seeds:
         raise InstrAugError(f"{source}: no seed instructions selected")
@@ -347,6 +348,7 @@ def build_command(
     placeholder_regex: Annotated[list[str] | None, typer.Option(help="Extra protected-span regex.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file, and an entry an earlier build wrote.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Leave out rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
+    media_dir: Annotated[Path | None, typer.Option(help="Where the dataset's media files are (LLaMA-Factory's media_dir; default: the dataset_info.json folder; a LLaVA json's are checked only with this).")] = None,
 ) -> None:
     """Write an augmented dataset (same instances, epsilon sampling, K copies) and its dataset_info entry."""
     from instraug_plugin.build import build_dataset
@@ -355,6 +357,7 @@ def build_command(
         dataset=dataset, name=name, pools=pool, output_dir=output_dir, output_name=output_name, epsilon=epsilon,
         seed=seed, copies=copies, all_turns=all_turns, task_column=task_column,
         placeholder_regex=tuple(placeholder_regex or ()), overwrite=overwrite, skip_invalid=skip_invalid,
+        media_dir=media_dir,
     )
     invalid = summary["invalid"]
     skipped = (f"; skipped {sum(invalid.values())} invalid row(s): "

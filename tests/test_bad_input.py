@@ -242,6 +242,11 @@ CASES = [
     Case("build-all-rows-skipped",
          lambda t: ["build", dataset(t, [BAD_ROWS["no_user_turn"]]), "--name", "d", "--pool", DEMO_POOL, "--skip-invalid"],
          r"no valid rows to write \(skipped 1 invalid row\(s\): 1 no_user_turn\)"),
+    Case("build-media-dir-missing", lambda t: build_args(t, "--media-dir", t / "nomedia"),
+         r"--media-dir: .*nomedia is not a directory"),
+    Case("build-llava-missing-image-in-media-dir",
+         lambda t: ["build", _d(t) / "instraug_demo" / "demo_llava.json", "--pool", DEMO_POOL, "--media-dir",
+                    t / "data" / "instraug_demo"], r"demo_llava\.json:row 0: image file not found: .*instraug_demo/instraug_demo/images"),
     # ------------------------------------------------------------ build: other bad values
     Case("build-epsilon-out-of-range", lambda t: build_args(t, "--epsilon", "1.5"), r"--epsilon: expected a number in \[0, 1\]"),
     Case("build-copies-zero", lambda t: build_args(t, "--copies", "0"), r"--copies: expected an integer >= 1"),
@@ -324,6 +329,10 @@ CASES = [
          lambda t: ["pregen", write(t / "l.json", [{"image": "a.jpg", "conversations": [
              {"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "A cat."}]}]), "--out", t / "p"],
          r"l\.json:row 0: 0 <image> placeholder\(s\) but 1 images"),
+    Case("pregen-llava-missing-image-in-media-dir",
+         lambda t: ["pregen", write(t / "l.json", [{"image": "a.jpg", "conversations": [
+             {"from": "human", "value": "<image>Describe it."}, {"from": "gpt", "value": "A cat."}]}]),
+                    "--media-dir", t, "--out", t / "p"], r"l\.json:row 0: image file not found: .*a\.jpg"),
     Case("pregen-limit-zero", lambda t: ["pregen", templates(t), "--out", t / "p", "--limit", 0], r"--limit: expected a number >= 1"),
     Case("pregen-length-window", lambda t: ["pregen", templates(t), "--out", t / "p", "--length-window", "1"],
          r"--length-window: expected low,high"),
@@ -479,6 +488,16 @@ def test_build_into_the_source_directory_keeps_the_users_entries(tmp_path: Path,
     assert code == 0, err
     after = json.loads((data / "dataset_info.json").read_text())
     assert {k: after[k] for k in before} == before and "instraug_demo_instraug" in after
+
+
+def test_build_llava_json_with_media_dir_checks_and_resolves_images(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    data = demo(tmp_path)
+    code, _, err = run_cli(["build", data / "instraug_demo" / "demo_llava.json", "--pool", DEMO_POOL, "--media-dir",
+                            data, "--output-dir", tmp_path / "out"], capsys)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "out" / "demo_llava_instraug.json").read_text())
+    assert all(Path(row["image"]).is_absolute() and Path(row["image"]).is_file() for row in rows)
 
 
 def build_args_existing(data: Path) -> list[Any]:

@@ -55,6 +55,7 @@ class ReadOptions:
     task_column: str | None = None
     all_turns: bool = False
     skip_invalid: bool = False
+    media_dir: Path | None = None  # where media files are looked for (None: a dataset's default)
 
 
 class SeedReader(ABC):

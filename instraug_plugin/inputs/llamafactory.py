@@ -301,7 +301,7 @@ class LlamaFactoryReader(SeedReader):
         rows = load_rows(path.parent / str(entry["file_name"]))
         raw = RawSeeds()
         # Relative media paths start at the dataset_info.json directory (LLaMA-Factory's default media_dir).
-        check = _RowValidation(entry, RowChecker(options.skip_invalid), path.parent)
+        check = _RowValidation(entry, RowChecker(options.skip_invalid), options.media_dir or path.parent)
         if formatting == "alpaca":
             self._read_alpaca(rows, columns, options, where, raw, check)
         else:

@@ -25,7 +25,7 @@ class LlavaReader(SeedReader):
     """The first human turn of each conversation (every human turn with `all_turns`); `<image>` is kept.
 
     Rows are checked as LLaMA-Factory would train on them (a user turn, one `<image>` per image);
-    image files are not looked for: their folder is given only at training time.
+    image files are looked for only in an explicit `media_dir` (their folder is a training option).
     """
 
     name = "llava"
@@ -42,7 +42,7 @@ class LlavaReader(SeedReader):
             where = f"{path}:row {i}"
             if not isinstance(row, dict) or CONVERSATIONS not in row:
                 raise InstrAugError(f"{where}: expected an object with a {CONVERSATIONS!r} list")
-            if not checker.ok(where, row_problem(*row_contents(row, LLAVA_ENTRY, where), None)):
+            if not checker.ok(where, row_problem(*row_contents(row, LLAVA_ENTRY, where), options.media_dir)):
                 continue
             task = row_task(row, options.task_column, where)
             texts = user_turns(row[CONVERSATIONS], tags, where=where, column=CONVERSATIONS)

@@ -110,15 +110,20 @@ def load_seed_set(
     task_column: str | None = None,
     all_turns: bool = False,
     skip_invalid: bool = False,
+    media_dir: Path | None = None,
 ) -> SeedSet:
     """Like `load_seeds`, also reporting the detected format, duplicates per task and skipped rows.
 
     Dataset rows LLaMA-Factory could not train on (`core.rows`) are an error naming the row, or with
-    `skip_invalid` are skipped and counted in `invalid_rows` by kind.
+    `skip_invalid` are skipped and counted in `invalid_rows` by kind. Media files are looked for in
+    `media_dir`, by default a dataset_info.json's folder (a LLaVA json's only when it is given).
     """
     path = _resolve(source)
     document = read_json(path)
-    options = ReadOptions(dataset=dataset, task_column=task_column, all_turns=all_turns, skip_invalid=skip_invalid)
+    if media_dir is not None and not Path(media_dir).is_dir():
+        raise InstrAugError(f"--media-dir: {media_dir} is not a directory")
+    options = ReadOptions(dataset=dataset, task_column=task_column, all_turns=all_turns, skip_invalid=skip_invalid,
+                          media_dir=None if media_dir is None else Path(media_dir))
     for name, reader in READERS.items():
         if reader.matches(path, document, options):
             raw = reader().read(path, document, options)
