@@ -154,6 +154,34 @@ def generate_cached(
     return [cache.get(k) or "" for k in keys], hits
 
 
+def check_context(backend: RewriterBackend, jobs: Sequence[_Job]) -> None:
+    """Fail in one line, before generating, if a seed's prompt plus its reply budget exceeds the
+    model's context (the seed is named). Only the longest request of each seed is tokenized.
+
+    Backends that cannot tell (no `context_length` / `prompt_tokens`: openai, ray) are not checked;
+    an OpenAI-compatible server rejects such a request itself, which fails the run in one line.
+    """
+    limit = getattr(backend, "context_length", None)
+    count = getattr(backend, "prompt_tokens", None)
+    if limit is None or count is None:
+        return
+    longest: dict[str, _Job] = {}
+    for job in jobs:
+        size = sum(len(content) for _, content in job.request.messages) + job.request.max_new_tokens
+        best = longest.get(job.seed.seed_id)
+        if best is None or size > sum(len(c) for _, c in best.request.messages) + best.request.max_new_tokens:
+            longest[job.seed.seed_id] = job
+    for job in longest.values():
+        prompt = count(job.request.messages)
+        if prompt + job.request.max_new_tokens > limit:
+            words = " ".join(job.parent.split()[:8])
+            raise InstrAugError(
+                f"seed {job.seed.seed_id} ({words!r}...): prompt of {prompt} tokens + reply budget of "
+                f"{job.request.max_new_tokens} exceeds the {limit}-token context of {backend.model_id}; "
+                "shorten or remove this seed"
+            )
+
+
 def run_pregen(
     seeds: Sequence[Seed],
     backend: RewriterBackend,
@@ -174,7 +202,12 @@ def run_pregen(
             f"backend {backend.name} cannot decode with constraints; rerun with --placeholder-mode mask{hint}"
         )
     spec = PlaceholderSpec(extra_patterns=config.extra_placeholders)
+    if judge is None and config.filters.min_fidelity > 0:
+        judge = load_judge(config.filters.fidelity_judge)
+    chain = FilterChain(config.filters, spec, judge if config.filters.min_fidelity > 0 else None)
     records = [PoolRecord(task=s.task, seed_id=s.seed_id, seed=s.text, text=s.text) for s in seeds]
+    for seed in seeds:
+        chain.add_seed(seed.seed_id, seed.text)
     parents: list[tuple[Seed, str]] = []
     no_free_text = too_many_placeholders = 0
     for seed in seeds:
@@ -187,21 +220,13 @@ def run_pregen(
             parents.append((seed, seed.text))
         else:
             no_free_text += 1
-    jobs = build_jobs(parents, meta_prompts, config, spec, 1)
-    check_context(backend, jobs)  # before the judge loads and any generation starts
-    if judge is None and config.filters.min_fidelity > 0:
-        judge = load_judge(config.filters.fidelity_judge)
-    chain = FilterChain(config.filters, spec, judge if config.filters.min_fidelity > 0 else None)
-    for seed in seeds:
-        chain.add_seed(seed.seed_id, seed.text)
     generated = extraction_failed = hits = 0
     filter_seconds = 0.0
     generated_per_seed: Counter[str] = Counter()
     started = time.perf_counter()
     for round_index in range(1, config.n_rounds + 1):
-        if round_index > 1:
-            jobs = build_jobs(parents, meta_prompts, config, spec, round_index)
-            check_context(backend, jobs)
+        jobs = build_jobs(parents, meta_prompts, config, spec, round_index)
+        check_context(backend, jobs)  # every prompt fits the model's context before any generation
         replies, round_hits = generate_cached(backend, [j.request for j in jobs], cache, config.batch_size, on_batch)
         generated += len(jobs)
         generated_per_seed.update(job.seed.text for job in jobs)
@@ -263,34 +288,6 @@ def run_pregen(
             "filter_seconds": round(filter_seconds, 2),
         },
     )
-
-
-def check_context(backend: RewriterBackend, jobs: Sequence[_Job]) -> None:
-    """Fail in one line, before generating, if a seed's prompt plus its reply budget exceeds the
-    model's context (the seed is named). Only the longest request of each seed is tokenized.
-
-    Backends that cannot tell (no `context_length` / `prompt_tokens`: openai, ray) are not checked;
-    an OpenAI-compatible server rejects such a request itself, which fails the run in one line.
-    """
-    limit = getattr(backend, "context_length", None)
-    count = getattr(backend, "prompt_tokens", None)
-    if limit is None or count is None:
-        return
-    longest: dict[str, _Job] = {}
-    for job in jobs:
-        size = sum(len(content) for _, content in job.request.messages) + job.request.max_new_tokens
-        best = longest.get(job.seed.seed_id)
-        if best is None or size > sum(len(c) for _, c in best.request.messages) + best.request.max_new_tokens:
-            longest[job.seed.seed_id] = job
-    for job in longest.values():
-        prompt = count(job.request.messages)
-        if prompt + job.request.max_new_tokens > limit:
-            words = " ".join(job.parent.split()[:8])
-            raise InstrAugError(
-                f"seed {job.seed.seed_id} ({words!r}...): prompt of {prompt} tokens + reply budget of "
-                f"{job.request.max_new_tokens} exceeds the {limit}-token context of {backend.model_id}; "
-                "shorten or remove this seed"
-            )
 
 
 def build_jobs(
