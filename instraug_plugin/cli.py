@@ -18,11 +18,12 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 
 DEBUG_ENV = "INSTRAUG_DEBUG"
+_debug_flag = False  # set by --debug for the current `main` call
 
 
 def debug_enabled() -> bool:
     """True when `--debug` was given or `$INSTRAUG_DEBUG` is set to anything but "", "0", "false"."""
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return _debug_flag or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
 @app.callback()
@@ -30,8 +31,8 @@ def _options(
     debug: Annotated[bool, typer.Option("--debug", help=f"Show the traceback of an error (same as {DEBUG_ENV}=1).")] = False,
 ) -> None:
     """Options that apply to every command (give them before the command name)."""
-    if debug:
-        os.environ[DEBUG_ENV] = "1"
+    global _debug_flag
+    _debug_flag = debug
 
 
 def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     file), 1 an unexpected exception, 130 interrupted. With `--debug` or `$INSTRAUG_DEBUG` the
     traceback is printed before that line.
     """
+    global _debug_flag
+    _debug_flag = False
     try:
         code = app(args=argv, prog_name="instraug-plugin", standalone_mode=False)
     except SystemExit:
