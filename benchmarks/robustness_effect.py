@@ -589,7 +589,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             timings["build"] += run(
                 [str(BIN / "instraug-plugin"), "build", str(bench / "dataset_info.json"), "--name", DATASET_NAME,
                  "--pool", str(pool_file.parent), "--epsilon", str(args.epsilon), "--seed", str(seed),
-                 "--task-column", "task", "--output-name", name], work / f"build_s{seed}.log", env)
+                 "--task-column", "task", "--output-name", name, "--overwrite"], work / f"build_s{seed}.log", env)
             rows = json.loads((bench / f"{name}.json").read_text(encoding="utf-8"))
             original = json.loads((bench / "train.json").read_text(encoding="utf-8"))
             changed = sum(r["messages"][0]["content"] != o["messages"][0]["content"] for r, o in zip(rows, original))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
+from instraug_plugin.core.rows import RowChecker, row_problem
 from instraug_plugin.core.sampling import Decision, InstructionRewriter, rewrite_messages
 from instraug_plugin.inputs.llamafactory import (
     DATASET_INFO,
@@ -26,11 +28,14 @@ from instraug_plugin.inputs.llamafactory import (
     entry_columns,
     entry_tags,
     load_rows,
+    row_contents,
     row_task,
     user_turns,
 )
+from instraug_plugin.inputs.llava import LLAVA_ENTRY
 
-LLAVA_ENTRY = {"formatting": "sharegpt", "columns": {"messages": "conversations", "images": "image"}}
+# Key of the dataset_info entries `build` writes: only an entry carrying it may be replaced (--overwrite).
+BUILD_MARKER = "instraug_build"
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,15 @@ class Source:
     entry: dict[str, Any]
     root: Path
     where: str = ""  # "dataset_info.json:name" or the LLaVA json, for error messages
+    media_root: Path | None = None  # where media files are looked for; None: not checked (LLaVA json)
 
 
 def resolve_source(dataset: Path, name: str | None) -> Source:
-    """Find the data file and entry from `dataset_info.json` + name, or treat `dataset` as a LLaVA json."""
+    """Find the data file and entry from `dataset_info.json` + name, or treat `dataset` as a LLaVA json.
+
+    Media files are checked relative to the dataset_info.json directory (LLaMA-Factory's default
+    `media_dir`); a LLaVA json's image folder is known only at training time, so its files are not.
+    """
     info_path = dataset / DATASET_INFO if dataset.is_dir() else dataset
     if info_path.name == DATASET_INFO:
         if not info_path.is_file():
@@ -52,7 +62,8 @@ def resolve_source(dataset: Path, name: str | None) -> Source:
         if name is None:
             raise InstrAugError(f"{info_path}: --name is required to pick a dataset")
         entry = dataset_entry(read_json(info_path), name, str(info_path))
-        return Source(info_path.parent / str(entry["file_name"]), entry, info_path.parent, f"{info_path}:{name}")
+        return Source(info_path.parent / str(entry["file_name"]), entry, info_path.parent, f"{info_path}:{name}",
+                      info_path.parent)
     if not dataset.is_file():
         raise InstrAugError(f"dataset file not found: {dataset}")
     return Source(dataset, {"file_name": dataset.name, **copy.deepcopy(LLAVA_ENTRY)}, dataset.parent, str(dataset))
@@ -157,16 +168,76 @@ def _check_output(data_path: Path, source: Source) -> None:
         raise InstrAugError(f"--output-name: {data_path.stem!r} would overwrite {DATASET_INFO}")
 
 
+def _output_info(info_path: Path, output_name: str, data_path: Path, overwrite: bool) -> dict[str, Any]:
+    """The output directory's dataset_info.json (or {}), checked before anything is written.
+
+    An existing entry `output_name` is replaced only if `build` wrote it and `overwrite` is set; an
+    existing data file only with `overwrite`, and never one that another entry reads.
+    """
+    info = read_json(info_path) if info_path.exists() else {}
+    if not isinstance(info, dict):
+        raise InstrAugError(f"{info_path}: expected a JSON object of dataset entries")
+    entry = info.get(output_name)
+    if entry is not None:
+        if not (isinstance(entry, dict) and BUILD_MARKER in entry):
+            raise InstrAugError(
+                f"{info_path}: entry {output_name!r} exists and was not written by instraug-plugin build; "
+                "choose another --output-name (build never replaces an entry it did not create)"
+            )
+        if not overwrite:
+            raise InstrAugError(
+                f"{info_path}: entry {output_name!r} exists (an earlier build); pass --overwrite to replace it"
+            )
+    readers = sorted(name for name, other in info.items() if name != output_name and isinstance(other, dict)
+                     and (info_path.parent / str(other.get("file_name", ""))).resolve() == data_path.resolve())
+    if readers:
+        raise InstrAugError(f"{data_path}: is the data file of entry {readers[0]!r} in {info_path}; "
+                            "choose another --output-name")
+    if data_path.exists() and not overwrite:
+        raise InstrAugError(f"{data_path}: exists; pass --overwrite to replace it, or choose another --output-name")
+    return info
+
+
+def _write_atomically(files: dict[Path, str], directory: Path) -> None:
+    """Write every file under a temporary name in `directory`, then rename them all into place.
+
+    On any failure the temporary files (and `directory`, if this call created it) are removed, so the
+    output location is left as it was.
+    """
+    created = [] if directory.exists() else [p for p in (directory, *directory.parents) if not p.exists()]
+    temps: list[Path] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path, text in files.items():
+            temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            temps.append(temp)
+            temp.write_text(text, encoding="utf-8")
+        for temp, path in zip(temps, files):
+            os.replace(temp, path)
+    except OSError as exc:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise InstrAugError(f"{directory}: cannot write the output ({exc.strerror or exc})") from None
+
+
 def build_dataset(
     *, dataset: Path, name: str | None, pools: list[Path], output_dir: Path | None = None,
     output_name: str | None = None, epsilon: float = 0.5, seed: int = 42, copies: int = 1,
     all_turns: bool = False, task_column: str | None = None, placeholder_regex: tuple[str, ...] = (),
-    scope: str = "template",
+    scope: str = "template", overwrite: bool = False, skip_invalid: bool = False, media_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Write `<output_name>.json` and its entry in `<output_dir>/dataset_info.json`; return a summary.
 
     `output_dir` defaults to the dataset_info.json directory (LLaMA-Factory's `dataset_dir`, where
-    relative media paths start) or the LLaVA json's directory. `scope` (template | all) says
+    relative media paths start) or the LLaVA json's directory. Nothing is written until every row
+    is built; an existing entry or file is replaced only with `overwrite` (an entry only if an
+    earlier build wrote it). Rows LLaMA-Factory could not train on (`core.rows`) are an error, or
+    with `skip_invalid` are left out and counted by kind in the summary's `invalid`. Media files are
+    looked for in `media_dir` (LLaMA-Factory's `media_dir`), by default the dataset_info.json folder;
+    a LLaVA json's are checked only when `media_dir` is given. `scope` (template | all) says
     whether instance-level rows are reworded (`core.pool.scoped_records`).
     """
     if not 0.0 <= epsilon <= 1.0:
@@ -174,32 +245,44 @@ def build_dataset(
     if copies < 1:
         raise InstrAugError(f"--copies: expected an integer >= 1, got {copies}")
     source = resolve_source(dataset, name)
+    if media_dir is not None and not media_dir.is_dir():
+        raise InstrAugError(f"--media-dir: {media_dir} is not a directory")
+    media_root = media_dir or source.media_root
     output_dir = output_dir or source.root
     output_name = output_name or f"{name or source.path.stem}_instraug"
+    if not output_name or "/" in output_name or output_name.startswith("."):
+        raise InstrAugError(f"--output-name: expected a plain dataset name, got {output_name!r}")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise InstrAugError(f"--output-dir: {output_dir} exists and is not a directory")
     data_path = output_dir / f"{output_name}.json"
     _check_output(data_path, source)
+    info_path = output_dir / DATASET_INFO
+    info = _output_info(info_path, output_name, data_path, overwrite)
     rows = load_rows(source.path)
     spec = PlaceholderSpec(extra_patterns=placeholder_regex) if placeholder_regex else DEFAULT_SPEC
     rewriter = InstructionRewriter(Pool.load(*pools, scope=scope), epsilon, seed, spec)
+    checker = RowChecker(skip_invalid)
     out_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter({"rewritten": 0, "original": 0, "no_entry": 0})
-    moved = output_dir.resolve() != source.root.resolve()
+    moved = output_dir.resolve() != (media_root or source.root).resolve()
     for index, (where, row) in enumerate(rows):
+        if not checker.ok(where, row_problem(*row_contents(row, source.entry, where), media_root)):
+            continue
         task = None if task_column is None else row_task(row, task_column, where)
         for k in range(copies):
             new, decision = _rewrite_row(row, source.entry, rewriter, task=task, epoch=k, index=index,
                                          all_turns=all_turns, where=where)
             if moved:
-                _absolute_media(new, source.entry, source.root)
+                _absolute_media(new, source.entry, media_root or source.root)
             out_rows.append(new)
             counts[decision] += 1
-    output_dir.mkdir(parents=True, exist_ok=True)
-    data_path.write_text(json.dumps(out_rows, ensure_ascii=False, indent=1), encoding="utf-8")
-    info_path = output_dir / DATASET_INFO
-    info = read_json(info_path) if info_path.is_file() else {}
-    if not isinstance(info, dict):
-        raise InstrAugError(f"{info_path}: expected a JSON object of dataset entries")
-    info[output_name] = {**copy.deepcopy(source.entry), "file_name": data_path.name}
-    info_path.write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
+    if not out_rows:
+        raise InstrAugError(f"{source.where}: no valid rows to write ({checker.summary() or 'the dataset is empty'})")
+    marker = {"source": source.where, "pools": [str(p) for p in pools], "epsilon": epsilon, "seed": seed,
+              "copies": copies}
+    info[output_name] = {**copy.deepcopy(source.entry), "file_name": data_path.name, BUILD_MARKER: marker}
+    _write_atomically({data_path: json.dumps(out_rows, ensure_ascii=False, indent=1),
+                       info_path: json.dumps(info, ensure_ascii=False, indent=2)}, output_dir)
     return {"dataset": output_name, "file": str(data_path), "dataset_info": str(info_path),
-            "instances": len(rows), "rows": len(out_rows), **counts}
+            "instances": len(rows) - checker.total, "rows": len(out_rows), "invalid": dict(checker.skipped),
+            **counts}

@@ -2,34 +2,97 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.errors import InstrAugError, one_line, redact
 from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE, DEFAULT_INSTANCE_MIN_FIDELITY, DEFAULT_MIN_FIDELITY
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
 
-def main() -> None:
-    """Entry point: run the Typer app, turning InstrAugError into `error: ...` and exit code 2."""
-    try:
-        app(standalone_mode=False)
-    except InstrAugError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except typer.Abort:
-        raise SystemExit(1) from None
-    except Exception as exc:  # click usage errors
-        import click
+DEBUG_ENV = "INSTRAUG_DEBUG"
+_debug_flag = False  # set by --debug for the current `main` call
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
+
+def debug_enabled() -> bool:
+    """True when `--debug` was given or `$INSTRAUG_DEBUG` is set to anything but "", "0", "false"."""
+    return _debug_flag or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help=f"Show the traceback of an error (same as {DEBUG_ENV}=1).")] = False,
+) -> None:
+    """Options that apply to every command (give them before the command name)."""
+    global _debug_flag
+    _debug_flag = debug
+
+
+def _click_exceptions(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception class `name` from Typer's bundled copy and from click itself, where present."""
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def error_line(exc: BaseException) -> tuple[str, int]:
+    """The one stderr line and the exit code for an exception that ended a command.
+
+    User errors (InstrAugError, usage errors, files that cannot be read or written) exit with 2;
+    anything else is a bug and exits with 1. Secrets in URLs are redacted.
+    """
+    if isinstance(exc, InstrAugError):
+        text, code = str(exc), 2
+    elif isinstance(exc, _click_exceptions("ClickException")):
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        text, code = exc.format_message() + hint, 2
+    elif isinstance(exc, OSError) and exc.strerror:
+        where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+        text, code = f"{where}: {exc.strerror}" if where else exc.strerror, 2
+    elif isinstance(exc, (KeyboardInterrupt, typer.Abort, *_click_exceptions("Abort"))):
+        text, code = "interrupted", 130
+    else:
+        text = (f"unexpected {type(exc).__name__}: {exc} (a bug: rerun with --debug or {DEBUG_ENV}=1 for the "
+                "traceback and report it)")
+        code = 1
+    return f"error: {redact(one_line(text))}", code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the Typer app; an error ends it with one `error: ...` line on stderr.
+
+    Exit codes: 0 success, 2 bad input (any InstrAugError, usage error or unreadable/unwritable
+    file), 1 an unexpected exception, 130 interrupted. With `--debug` or `$INSTRAUG_DEBUG` the
+    traceback is printed before that line.
+    """
+    global _debug_flag
+    _debug_flag = False
+    try:
+        code = app(args=argv, prog_name="instraug-plugin", standalone_mode=False)
+    except SystemExit:
         raise
+    except BaseException as exc:  # every exception becomes one line (traceback with --debug)
+        if isinstance(exc, _click_exceptions("NoArgsIsHelpError")):
+            print(exc.ctx.get_help())  # type: ignore[attr-defined]
+            raise SystemExit(0) from None
+        line, code = error_line(exc)
+        if debug_enabled():
+            traceback.print_exception(exc)
+        print(line, file=sys.stderr, flush=True)
+        raise SystemExit(code) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def _floats(text: str, option: str) -> tuple[float, ...]:
@@ -49,6 +112,26 @@ MaxRetriesOption = Annotated[int | None, typer.Option(help="openai: retries on c
 StructuredOutputsOption = Annotated[bool, typer.Option("--structured-outputs", help="openai: the server takes vLLM's structured_outputs regex (enables placeholder mode constrained).")]
 
 
+def check_output_dir(path: Path, option: str) -> None:
+    """Fail in one line now (before any model loads) if `path` is not, and cannot become, a writable
+    directory. Probes by creating a temporary file; folders made for the probe are removed again."""
+    import tempfile
+
+    if path.exists() and not path.is_dir():
+        raise InstrAugError(f"{option}: {path} exists and is not a directory")
+    created = [p for p in (path, *path.parents) if not p.exists()]
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise InstrAugError(f"{option}: cannot write to {path} ({exc.strerror or exc})") from None
+    finally:
+        for folder in created:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
+
 def _given(**options: object) -> dict[str, object]:
     """The backend options that were set; the backend rejects those it does not take."""
     return {key: value for key, value in options.items() if value is not None}
@@ -64,6 +147,8 @@ def pregen_command(
     task_column: Annotated[str | None, typer.Option(help="Dataset column naming each row's task.")] = None,
     all_turns: Annotated[bool, typer.Option(help="Take every user turn, not only the first.")] = False,
     instruction_kind: Annotated[str, typer.Option(help="auto (dataset rows: template when 2+ rows share the instruction or it has {fields}, else instance; template files: template) | template | instance. Instance-level seeds protect their content (quotes, numbers, names, the text after 'following sentence:') and their paraphrases must pass the answer check.")] = "auto",
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip dataset rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
+    media_dir: Annotated[Path | None, typer.Option(help="Where the dataset's media files are (LLaMA-Factory's media_dir; default: the dataset_info.json folder; a LLaVA json's are checked only with this).")] = None,
     strategy: Annotated[str, typer.Option(help="single | multi_temperature | iterative")] = "single",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (single, iterative).")] = 0.6,
     temperatures: Annotated[str, typer.Option(help="Temperatures for multi_temperature.")] = ",".join(
@@ -72,8 +157,8 @@ def pregen_command(
     rounds: Annotated[int, typer.Option(help="Rephrasing rounds (iterative).")] = 2,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling p.")] = 0.9,
     samples_per_prompt: Annotated[int, typer.Option(help="Samples per meta-prompt and temperature.")] = 1,
-    direct_prompts: Annotated[int, typer.Option(help="Direct meta-prompts to use (0-5).")] = 5,
-    guided_prompts: Annotated[int, typer.Option(help="Guided meta-prompts to use.")] = 5,
+    direct_prompts: Annotated[int | None, typer.Option(help="Direct meta-prompts to use (0-5; default all 5).")] = None,
+    guided_prompts: Annotated[int | None, typer.Option(help="Guided meta-prompts to use (0 to the number of guides; default all).")] = None,
     guides: Annotated[Path | None, typer.Option(help="Guides file from bootstrap-guides.")] = None,
     placeholder_mode: Annotated[str, typer.Option(help="mask (mask-then-filter, default: more faithful paraphrases) | constrained (every placeholder emitted by construction; needs logits control or --structured-outputs)")] = "mask",
     extra_placeholder: Annotated[list[str] | None, typer.Option(help="Regex of extra protected spans (repeatable).")] = None,
@@ -114,8 +199,9 @@ def pregen_command(
     from instraug_plugin.core.filters import FilterConfig
     from instraug_plugin.generation.pipeline import PregenConfig, pregen_to_directory
     from instraug_plugin.generation.prompts import load_meta_prompts
-    from instraug_plugin.inputs import load_seeds
+    from instraug_plugin.inputs import load_seed_set
 
+    check_output_dir(out, "--out")  # before anything is read or any model loads
     if limit is not None and limit < 1:
         raise InstrAugError(f"--limit: expected a number >= 1, got {limit}")
     if executor not in ("local", "ray"):
@@ -131,11 +217,14 @@ def pregen_command(
                              task_shape=task_shape, answer=answer_check, instance_min_fidelity=instance_min_fidelity),
     )
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
-    seeds = load_seeds(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns,
-                       kind=instruction_kind, strip_media=True)
-    seeds = seeds[:limit] if limit is not None else seeds
+    seed_set = load_seed_set(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns,
+                             kind=instruction_kind, strip_media=True, skip_invalid=skip_invalid, media_dir=media_dir)
+    seeds = seed_set.seeds[:limit] if limit is not None else seed_set.seeds
     if not seeds:
         raise InstrAugError(f"{source}: no seed instructions selected")
+    if seed_set.invalid_rows:
+        print(f"{source}: skipped {sum(seed_set.invalid_rows.values())} invalid row(s): "
+              + ", ".join(f"{n} {kind}" for kind, n in seed_set.invalid_rows.items()))
     meta_prompts = load_meta_prompts(direct_prompts, guided_prompts, guides_file=guides)
     options = _given(
         model=model, quantization_bits=quantization_bits, device=device, dtype=dtype, decoder=decoder,
@@ -159,6 +248,11 @@ def pregen_command(
             seeds, rewriter, meta_prompts, config, out,
             on_batch=lambda done, total: progress.update(bar, completed=done, total=total),
             source=str(source), dataset=dataset, executor=executor,
+            meta_prompt_counts={"direct": sum(m.name.startswith("direct/") for m in meta_prompts),
+                          "guided": sum(m.name.startswith("guided/") for m in meta_prompts),
+                          "guides_file": None if guides is None else str(guides),
+                          "names": [m.name for m in meta_prompts]},
+            invalid_rows=seed_set.invalid_rows,
         )
     counts = result.counts
     print(
@@ -196,6 +290,9 @@ def bootstrap_guides_command(
     from instraug_plugin.generation.prompts import INSTRUCTION_SLOT, bootstrap_request, parse_guides
     from instraug_plugin.resources import templates_dir
 
+    if out.is_dir():
+        raise InstrAugError(f"--out: {out} is a directory; give the guides file to write")
+    check_output_dir(out.parent, "--out")  # before the rewriter loads
     rewriter = create_backend(backend, **_given(
         model=model, api_base=api_base, api_key_env=api_key_env, max_concurrency=max_concurrency,
         request_timeout=request_timeout, max_retries=max_retries,
@@ -219,8 +316,10 @@ def stats_command(
     no_embeddings: Annotated[bool, typer.Option("--no-embeddings", help="Skip embedding diversity (no judge, no torch).")] = False,
 ) -> None:
     """Write stats.md and PNG plots about an instruction pool, and print a summary."""
-    from instraug_plugin.stats import print_summary, write_stats
+    from instraug_plugin.stats import mismatch_warning, print_summary, write_stats
 
+    if pool.exists():  # a missing pool fails in write_stats
+        check_output_dir(out or (pool if pool.is_dir() else pool.parent) / "stats", "--out")
     loaded = None
     if not no_embeddings and pool.exists():  # a missing pool fails in write_stats, before any model loads
         from instraug_plugin.judges import JUDGES, load_judge
@@ -233,6 +332,8 @@ def stats_command(
             print(f"note: embedding diversity skipped, judge {judge!r} not loaded ({' '.join(str(exc).split())})")
     report = write_stats(pool, out, loaded)
     print_summary(report.stats)
+    if warning := mismatch_warning(report.stats):
+        print(warning, file=sys.stderr)
     print(f"wrote {report.markdown} and {len(report.plots)} plot(s)")
 
 
@@ -261,6 +362,9 @@ def build_command(
     task_column: Annotated[str | None, typer.Option(help="Column naming each row's task.")] = None,
     placeholder_regex: Annotated[list[str] | None, typer.Option(help="Extra protected-span regex.")] = None,
     scope: Annotated[str, typer.Option(help="Which rows are reworded: template (default: instructions shared by rows or with fields) | all (also one row's own request; the pool must record the answer check).")] = "template",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file, and an entry an earlier build wrote.")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Leave out rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
+    media_dir: Annotated[Path | None, typer.Option(help="Where the dataset's media files are (LLaMA-Factory's media_dir; default: the dataset_info.json folder; a LLaVA json's are checked only with this).")] = None,
 ) -> None:
     """Write an augmented dataset (same instances, epsilon sampling, K copies) and its dataset_info entry."""
     from instraug_plugin.build import build_dataset
@@ -268,12 +372,16 @@ def build_command(
     summary = build_dataset(
         dataset=dataset, name=name, pools=pool, output_dir=output_dir, output_name=output_name, epsilon=epsilon,
         seed=seed, copies=copies, all_turns=all_turns, task_column=task_column,
-        placeholder_regex=tuple(placeholder_regex or ()), scope=scope,
+        placeholder_regex=tuple(placeholder_regex or ()), scope=scope, overwrite=overwrite, skip_invalid=skip_invalid,
+        media_dir=media_dir,
     )
+    invalid = summary["invalid"]
+    skipped = (f"; skipped {sum(invalid.values())} invalid row(s): "
+               + ", ".join(f"{n} {kind}" for kind, n in invalid.items())) if invalid else ""
     print(
         f"wrote {summary['rows']} rows ({summary['rewritten']} rewritten, {summary['original']} original, "
         f"{summary['no_entry']} without pool entry) to {summary['file']}; "
-        f"dataset {summary['dataset']!r} added to {summary['dataset_info']}"
+        f"dataset {summary['dataset']!r} added to {summary['dataset_info']}{skipped}"
     )
 
 
@@ -297,6 +405,7 @@ def eval_command(
 
     if batch_size < 1 or max_new_tokens < 1 or (max_instances is not None and max_instances < 1):
         raise InstrAugError("--batch-size, --max-new-tokens and --max-instances must be >= 1")
+    check_output_dir(out, "--out")  # before the model loads
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     data = load_eval_set(eval_set, variants=variants, tasks=task_list, max_instances_per_task=max_instances)
     resolved = resolve_model(model, template=template, base_model=base_model)
@@ -315,11 +424,12 @@ def make_benchmark_command(
     test_per_task: Annotated[int, typer.Option(help="Test instances per task.")] = 40,
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 96,
     text_scenes: Annotated[bool, typer.Option(help="Describe each picture in words instead of writing images.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the files and the dataset entry an earlier make-benchmark wrote in OUT.")] = False,
 ) -> None:
     """Draw the shipped shapes benchmark offline from a seed (5 tasks, original + held-out wordings)."""
     from instraug_plugin.evaluation.shapes import DATASET_NAME, make_benchmark
 
     manifest = make_benchmark(out, seed=seed, train_per_task=train_per_task, test_per_task=test_per_task,
-                              image_size=image_size, text_scenes=text_scenes)
+                              image_size=image_size, text_scenes=text_scenes, overwrite=overwrite)
     print(f"wrote {out}: {manifest['train_rows']} training rows (dataset {DATASET_NAME!r} in dataset_info.json), "
           f"{manifest['test_instances']} test instances in eval.json")

@@ -154,6 +154,12 @@ class PoolStats:
     languages: tuple[LanguageYield, ...] = ()
     kinds: tuple[LanguageYield, ...] = ()  # template / instance (core.instances)
     embeddings: EmbeddingDiversity | None = None
+    mismatches: tuple[str, ...] = ()  # where pool.jsonl and the manifest disagree
+
+    @property
+    def pass_rate(self) -> float | None:
+        """kept / generated from the manifest; None when the manifest disagrees with pool.jsonl."""
+        return None if self.mismatches else self.filters.pass_rate
 
     @property
     def seeds(self) -> int:
@@ -259,6 +265,33 @@ def _group_yields(manifest: dict[str, Any], key: str, source: str) -> tuple[Lang
         )
         for name, counts in sorted(groups.items())
     )
+
+
+def manifest_mismatches(tasks: Sequence[TaskCounts], manifest: dict[str, Any], source: str) -> tuple[str, ...]:
+    """Where the pool's rows disagree with the counts its manifest recorded (seeds, kept, per task).
+
+    A pool.jsonl shortened, extended or edited after pregen shows up here; counts the manifest does
+    not record are not compared.
+    """
+    found: list[str] = []
+    seeds = sum(t.seeds for t in tasks)
+    paraphrases = sum(t.paraphrases for t in tasks)
+    for key, actual, what in (("seeds", seeds, "seed rows"), ("kept", paraphrases, "paraphrase rows")):
+        recorded = _count(manifest, key, source)
+        if recorded is not None and recorded != actual:
+            found.append(f"pool.jsonl has {actual} {what}, the manifest records {key} {recorded}")
+    recorded_tasks = manifest.get("tasks")
+    if isinstance(recorded_tasks, dict) and recorded_tasks:
+        actual_tasks = {t.task: (t.seeds, t.paraphrases) for t in tasks}
+        for task in sorted(set(recorded_tasks) | set(actual_tasks)):
+            entry = recorded_tasks.get(task)
+            counts = (entry.get("seeds"), entry.get("paraphrases")) if isinstance(entry, dict) else None
+            if counts != actual_tasks.get(task):
+                have = actual_tasks.get(task, (0, 0))
+                found.append(f"task {task!r}: pool.jsonl has {have[0]} seeds and {have[1]} paraphrases, the "
+                             f"manifest records {counts[0] if counts else 0} and {counts[1] if counts else 0}")
+                break  # the first task is enough to point at the problem
+    return tuple(found)
 
 
 def _manifest_spec(manifest: dict[str, Any]) -> PlaceholderSpec:
@@ -367,11 +400,18 @@ def compute_stats(
         embeddings=None
         if judge is None
         else embedding_diversity(records, judge, spec=_manifest_spec(manifest), max_per_seed=max_per_seed),
+        mismatches=manifest_mismatches(tasks, manifest, source),
     )
 
 
 def _num(value: float | None, fmt: str = "{:.2f}") -> str:
     return "n/a" if value is None else fmt.format(value)
+
+
+def _pass_rate(stats: PoolStats) -> str:
+    if stats.mismatches:
+        return "n/a (pool.jsonl and manifest disagree)"
+    return _num(stats.pass_rate, "{:.1%}")
 
 
 def _mean(values: Sequence[int]) -> float | None:
@@ -412,9 +452,12 @@ def render_markdown(stats: PoolStats, *, title: str, plots: Sequence[str] = ()) 
             ["expansion factor (rows / seeds)", _num(stats.expansion)],
             ["generated (manifest)", _num(f.generated, "{}")],
             ["kept (manifest)", _num(f.kept, "{}")],
-            ["pass rate (kept / generated)", _num(f.pass_rate, "{:.1%}")],
+            ["pass rate (kept / generated)", _pass_rate(stats)],
         ],
     )
+    if stats.mismatches:
+        lines += ["> warning: pool.jsonl and the manifest disagree (edited after pregen?); the manifest's "
+                  "counts do not describe this pool:", ""] + [f"> - {m}" for m in stats.mismatches] + [""]
     lines += ["## Filter rejects", ""]
     if f.rejected:
         lines += _md_table(
@@ -625,13 +668,12 @@ def summary_table(stats: PoolStats) -> Table:
     table = Table(title="Pool statistics", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    f = stats.filters
     for name, value in (
         ("tasks", str(len(stats.tasks))),
         ("seeds", str(stats.seeds)),
         ("paraphrases", str(stats.paraphrases)),
         ("expansion (rows / seeds)", _num(stats.expansion)),
-        ("pass rate (kept / generated)", _num(f.pass_rate, "{:.1%}")),
+        ("pass rate (kept / generated)", _pass_rate(stats)),
         *(
             (
                 f"distinct-{n} seeds / paraphrases",
@@ -672,3 +714,10 @@ def print_summary(stats: PoolStats, console: Console | None = None) -> None:
     console.print(summary_table(stats))
     for warning in language_warnings(stats):
         console.print(f"warning: {warning}", markup=False, highlight=False, soft_wrap=True)
+
+
+def mismatch_warning(stats: PoolStats) -> str | None:
+    """One line saying that pool.jsonl and its manifest disagree, or None when they agree."""
+    if not stats.mismatches:
+        return None
+    return f"warning: pool.jsonl and manifest.json disagree: {'; '.join(stats.mismatches)}"

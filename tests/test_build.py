@@ -92,8 +92,9 @@ def test_build_errors_name_the_problem(data_dir: Path, kwargs: dict, message: st
 
 def test_build_bad_row_is_named(data_dir: Path) -> None:
     bad = data_dir / "bad.json"
-    bad.write_text(json.dumps([{"conversations": []}, {"conversations": "oops"}]))
-    with pytest.raises(InstrAugError, match=r"bad\.json:row 1: no list column 'conversations'"):
+    ok = [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]
+    bad.write_text(json.dumps([{"conversations": ok}, {"conversations": "oops"}]))
+    with pytest.raises(InstrAugError, match=r"bad\.json:row 1: column 'conversations' is not a list of messages"):
         build_dataset(dataset=bad, name=None, pools=[data_dir / "instraug_demo" / "pool"])
 
 

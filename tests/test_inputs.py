@@ -167,7 +167,7 @@ def alpaca_info(tmp_path: Path, **entry: Any) -> Path:
 
 def test_alpaca_seed_is_the_instruction_without_the_input(tmp_path: Path) -> None:
     """`input` is the row's data: the seed is the `instruction` column alone (a row with only an input has none)."""
-    seed_set = load_seed_set(alpaca_info(tmp_path), dataset="mine")
+    seed_set = load_seed_set(alpaca_info(tmp_path), dataset="mine", skip_invalid=True)
     assert seed_set.format == "llamafactory"
     assert [s.text for s in seed_set.seeds] == [
         "<image>What is shown?",
@@ -176,7 +176,8 @@ def test_alpaca_seed_is_the_instruction_without_the_input(tmp_path: Path) -> Non
     ]
     assert {s.task for s in seed_set.seeds} == {"default"}
     assert seed_set.duplicates == {"default": 1}
-    assert seed_set.skipped_rows == 2
+    assert seed_set.skipped_rows == 1  # the row with only an input: no instruction to paraphrase
+    assert seed_set.invalid_rows == {"no_user_turn": 1}  # instruction and input both empty
 
 
 def test_alpaca_rows_sharing_an_instruction_give_one_seed(tmp_path: Path) -> None:
@@ -192,29 +193,31 @@ def test_alpaca_rows_sharing_an_instruction_give_one_seed(tmp_path: Path) -> Non
 
 def test_alpaca_without_a_prompt_column_reads_the_query(tmp_path: Path) -> None:
     """An entry mapping only `query`: the whole user turn is that column, so it is the instruction."""
-    seed_set = load_seed_set(alpaca_info(tmp_path, columns={"query": "input"}), dataset="mine")
+    seed_set = load_seed_set(alpaca_info(tmp_path, columns={"query": "input"}), dataset="mine", skip_invalid=True)
     assert [s.text for s in seed_set.seeds] == ["Long text here.", "Only an input."]
 
 
 def test_alpaca_task_column_history_and_directory_source(tmp_path: Path) -> None:
     alpaca_info(tmp_path, columns={"prompt": "instruction", "query": "input", "history": "history"})
-    seeds = load_seeds(tmp_path, dataset="mine", task_column="kind", all_turns=True)
+    seeds = load_seeds(tmp_path, dataset="mine", task_column="kind", all_turns=True, skip_invalid=True)
     assert [(s.seed_id, s.text) for s in seeds] == [
         ("vqa/0", "<image>What is shown?"),
         ("sum/0", "Summarize."),
         ("chat/0", "First question?"),
         ("chat/1", "And now?"),
     ]
-    assert [s.task for s in load_seeds(tmp_path, dataset="mine", task_column="kind", tasks=["chat"])] == [
+    assert [s.task for s in load_seeds(tmp_path, dataset="mine", task_column="kind", tasks=["chat"],
+                                       skip_invalid=True)] == [
         "chat"
     ]
 
 
 def test_alpaca_columns_object_replaces_defaults(tmp_path: Path) -> None:
     """As in LLaMA-Factory's DatasetAttr.join: a `columns` object without `query` leaves it unset."""
-    seed_set = load_seed_set(alpaca_info(tmp_path, columns={"prompt": "instruction"}), dataset="mine")
+    seed_set = load_seed_set(alpaca_info(tmp_path, columns={"prompt": "instruction"}), dataset="mine",
+                             skip_invalid=True)
     assert [s.text for s in seed_set.seeds] == ["<image>What is shown?", "Summarize.", "And now?"]
-    assert seed_set.skipped_rows == 2
+    assert seed_set.invalid_rows == {"no_user_turn": 2}  # without `query` the input-only row has no user turn
 
 
 def test_alpaca_jsonl_file(tmp_path: Path) -> None:
@@ -306,6 +309,8 @@ SHAREGPT_ENTRY = {
 
 def sharegpt_info(tmp_path: Path, rows: list[dict[str, Any]] = SHAREGPT_ROWS) -> Path:
     write_json(tmp_path / "sg.json", rows)
+    for name in ("1.jpg", "2.jpg"):  # rows are checked for their media files
+        (tmp_path / name).write_bytes(b"")
     return write_json(tmp_path / "dataset_info.json", {"sg": SHAREGPT_ENTRY})
 
 
@@ -359,7 +364,7 @@ def test_extraction_matches_llamafactory_converter(tmp_path: Path) -> None:
                 users = [users[0].removesuffix("\n" + row["input"]) if row["instruction"] else ""]
             if users and users[0]:
                 expected.setdefault(normalize(users[0]), users[0])
-        assert [s.text for s in load_seeds(info, dataset=name)] == list(expected.values())
+        assert [s.text for s in load_seeds(info, dataset=name, skip_invalid=True)] == list(expected.values())
 
 
 # ---------------------------------------------------------------- LLaVA json

@@ -105,6 +105,9 @@ def test_wording_changes_between_epochs_and_nothing_else_does(pool_run: Path, of
 def test_epoch_stats_reach_log_history_and_jsonl(pool_run: Path) -> None:
     stats = [json.loads(line) for line in (pool_run / "instraug_stats.jsonl").open()]
     assert [s["epoch"] for s in stats] == [0, 1]
+    coverage = stats[0]["pool_coverage"]  # measured before training, repeated in every record
+    assert 0 < coverage["covered"] < coverage["instructions"] and set(coverage["tasks"]) == {"colors", "shapes"}
+    assert all(s["pool_coverage"] == coverage for s in stats)
     counted = defaultdict(lambda: defaultdict(int))
     for row in samples(pool_run):
         counted[row["epoch"]][row["decision"]] += 1

@@ -22,7 +22,7 @@ from typing import Any
 
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.sentinel_regex import sentinel_regex
-from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.errors import InstrAugError, redact
 
 try:
     import httpx
@@ -104,12 +104,13 @@ class OpenAIBackend:
         if not model:
             raise InstrAugError("the openai backend needs --model: the model name the server serves")
         if not api_base.startswith(("http://", "https://")):
-            raise InstrAugError(f"--api-base must be an http:// or https:// URL; got {api_base!r}")
+            raise InstrAugError(f"--api-base must be an http:// or https:// URL; got {redact(api_base)!r}")
         if max_concurrency < 1 or request_timeout <= 0 or max_retries < 0:
             raise InstrAugError("--max-concurrency must be >= 1, --request-timeout > 0 and --max-retries >= 0")
         self.model = model
         self.model_id = f"openai:{model}"
         self.url = api_base.rstrip("/") + "/chat/completions"
+        self.shown_url = redact(self.url)  # the URL as messages show it: credentials replaced by ***
         self.api_key_env = api_key_env
         self.max_retries = max_retries
         self.structured_outputs = self.supports_constraints = structured_outputs
@@ -148,17 +149,17 @@ class OpenAIBackend:
                     return self._reply_text(response)
                 problem = f"HTTP {response.status_code}{self._detail(response)}"
                 if not (response.status_code in RETRY_STATUSES or response.status_code >= 500):
-                    raise InstrAugError(f"{self.url} answered {problem}{self._key_hint(response)}; not retried")
+                    raise InstrAugError(f"{self.shown_url} answered {problem}{self._key_hint(response)}; not retried")
                 wait_seconds = _retry_after(response)
             if attempt < attempts and abort.wait(_backoff(attempt) if wait_seconds is None else wait_seconds):
                 raise _Aborted
-        raise InstrAugError(f"{self.url} failed after {attempts} attempt(s), last: {problem}")
+        raise InstrAugError(f"{self.shown_url} failed after {attempts} attempt(s), last: {problem}")
 
     def _reply_text(self, response: httpx.Response) -> str:
         try:
             content = response.json()["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
-            raise InstrAugError(f"{self.url} answered 200 without choices[0].message.content") from None
+            raise InstrAugError(f"{self.shown_url} answered 200 without choices[0].message.content") from None
         return content or ""
 
     def _detail(self, response: httpx.Response) -> str:
@@ -176,8 +177,8 @@ class OpenAIBackend:
         return f" (API key from ${self.api_key_env}: {'set' if self._key else 'not set'})"
 
     def _scrub(self, text: str) -> str:
-        """`text` with the API key replaced, in case a server echoes it."""
-        return text.replace(self._key, "***") if self._key else text
+        """`text` with the API key and URL credentials replaced, in case a server or an error echoes them."""
+        return redact(text.replace(self._key, "***") if self._key else text)
 
     def close(self) -> None:
         """Stop the worker threads and close the connections."""

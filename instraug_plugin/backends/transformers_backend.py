@@ -8,6 +8,7 @@ from itertools import groupby
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+from transformers.utils import logging as hf_logging
 
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.constraints import SentinelLogitsProcessor, SentinelVocabulary
@@ -90,6 +91,8 @@ class TransformersBackend:
         if quant is not None:
             self.model_id += f"@bnb{quantization_bits}"
         torch_dtype = resolve_dtype(dtype, self.device, quant is not None)
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar per load: noise on pregen's stderr
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -98,11 +101,29 @@ class TransformersBackend:
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InstrAugError(f"cannot load rewriter model {path}: {reason}") from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model.eval()
         self._sentinels: SentinelVocabulary | None = None
+
+    @property
+    def context_length(self) -> int | None:
+        """Tokens the model attends to (prompt + reply): its configured maximum positions."""
+        limits = [getattr(self.model.config, "max_position_embeddings", None), self.tokenizer.model_max_length]
+        limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**8]  # tokenizers use 1e30 for "unset"
+        return min(limits) if limits else None
+
+    def prompt_tokens(self, messages: Sequence[tuple[str, str]]) -> int:
+        """Length in tokens of a chat prompt, rendered as `generate` renders it."""
+        text = self.tokenizer.apply_chat_template(
+            [{"role": role, "content": content} for role, content in messages], tokenize=False,
+            add_generation_prompt=True,
+        )
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @property
     def sentinel_vocabulary(self) -> SentinelVocabulary:

@@ -58,6 +58,7 @@ class VLLMBackend:
         if quantization_bits not in (None, 4):
             raise InstrAugError(f"the vllm backend quantizes with bitsandbytes 4-bit only, got {quantization_bits} bits")
         path = resolve_model_path(model)
+        self.max_model_len = max_model_len
         self.model_id = ("SmolLM2-135M-Instruct" if model == DEFAULT_MODEL else model) + ("@bnb4" if quantization_bits else "")
         try:
             self.llm = LLM(
@@ -68,6 +69,18 @@ class VLLMBackend:
         except (OSError, ValueError, RuntimeError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InstrAugError(f"vLLM cannot load rewriter model {path}: {reason}") from None
+
+    @property
+    def context_length(self) -> int:
+        """The engine's `max_model_len` (prompt + reply)."""
+        return self.max_model_len
+
+    def prompt_tokens(self, messages: Sequence[tuple[str, str]]) -> int:
+        """Length in tokens of a chat prompt, rendered with the model's chat template."""
+        tokenizer = self.llm.get_tokenizer()
+        text = tokenizer.apply_chat_template([{"role": r, "content": c} for r, c in messages], tokenize=False,
+                                             add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
         from vllm import SamplingParams

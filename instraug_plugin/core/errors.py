@@ -1,5 +1,25 @@
-"""User-facing errors: one line, naming the file, task, key or row at fault."""
+"""User-facing errors: one line, naming the file, task, key or row at fault; secrets in URLs redacted."""
+
+from __future__ import annotations
+
+import re
+
+# `scheme://userinfo@` (a user name can be a token too) and secret-looking query parameters.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&](?:api[_-]?key|key|token|access[_-]?token|secret|password|passwd|sig|signature)=)[^&#\s'\"]+"
+)
 
 
 class InstrAugError(Exception):
     """An error caused by user input; the CLI prints it as one line without a traceback."""
+
+
+def redact(text: str) -> str:
+    """`text` with URL credentials (`user:pass@`) and secret query parameters replaced by `***`."""
+    return _QUERY_SECRET.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
+
+
+def one_line(text: str) -> str:
+    """`text` with its whitespace (line breaks included) collapsed: a message fit for one stderr line."""
+    return " ".join(text.split())

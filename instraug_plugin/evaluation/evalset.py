@@ -195,4 +195,10 @@ def load_eval_set(
     for name in specs:
         if name not in per_task:
             raise InstrAugError(f"{path}: task {name!r} has no instances")
+    for inst in kept:  # every prompt renders (fields, <image> counts) before any model is loaded
+        for variant, template in specs[inst.task].variants.items():
+            try:
+                render(template, inst)
+            except InstrAugError as exc:
+                raise InstrAugError(f"{path}: task {inst.task!r} variant {variant}: {exc}") from None
     return EvalSet(str(raw.get("name", path.stem)), specs, tuple(kept))

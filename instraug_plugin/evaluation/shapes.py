@@ -13,7 +13,9 @@ that a small pretrained language model can learn on CPU in minutes.
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +24,14 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import fill_template
 from instraug_plugin.evaluation.evalset import EVAL_FORMAT
 from instraug_plugin.resources import templates_dir
 
 DATASET_NAME = "instraug_shapes_train"
+BENCHMARK_MARKER = "instraug_benchmark"  # in the dataset_info entry make-benchmark writes
+OUTPUTS = ("train.json", "eval.json", "manifest.json", "images")  # replaced only with overwrite
 TASK_METRICS = {
     "shape_count": "exact_match",
     "shape_color": "vqa_accuracy",
@@ -189,7 +194,7 @@ def draw_example(task: str, seed: int, split: str, index: int, image_size: int =
 
 def make_benchmark(
     out_dir: Path, *, seed: int = 0, train_per_task: int = 200, test_per_task: int = 40, image_size: int = 96,
-    text_scenes: bool = False,
+    text_scenes: bool = False, overwrite: bool = False,
 ) -> dict[str, Any]:
     """Write the benchmark under `out_dir`; returns its manifest.
 
@@ -198,12 +203,34 @@ def make_benchmark(
     (entry `instraug_shapes_train`), `eval.json` (robustness evaluation set with original and held-out
     variants), `manifest.json`. With `text_scenes` there are no images: each prompt is the scene
     description, a newline, then the instruction (`SCENE_PREFIX`; the description is field `scene`).
+
+    An existing `dataset_info.json` keeps its other entries; an existing file or `images/` folder is
+    replaced only with `overwrite`, the `instraug_shapes_train` entry only if make-benchmark wrote it.
+    Everything is written to a staging folder first and moved into place when complete.
     """
     if train_per_task < 0 or test_per_task < 1 or image_size < 32:
         raise InstrAugError("need train_per_task >= 0, test_per_task >= 1 and image_size >= 32")
+    info = _existing_info(out_dir, overwrite)
     train_templates, heldout_templates = benchmark_templates()
     prefix = SCENE_PREFIX if text_scenes else "<image>"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    final_dir, out_dir = out_dir, _staging_dir(out_dir)
+    try:
+        manifest = _draw(out_dir, info, seed=seed, train_per_task=train_per_task, test_per_task=test_per_task,
+                         image_size=image_size, text_scenes=text_scenes, prefix=prefix,
+                         templates=(train_templates, heldout_templates))
+        _publish(out_dir, final_dir)
+    except OSError as exc:
+        raise InstrAugError(f"{final_dir}: cannot write the benchmark ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return manifest
+
+
+def _draw(out_dir: Path, info: dict[str, Any], *, seed: int, train_per_task: int, test_per_task: int,
+          image_size: int, text_scenes: bool, prefix: str,
+          templates: tuple[dict[str, list[str]], dict[str, list[str]]]) -> dict[str, Any]:
+    """Draw every instance and write the benchmark's files into `out_dir` (the staging folder)."""
+    train_templates, heldout_templates = templates
     rows: list[dict[str, Any]] = []
     instances: list[dict[str, Any]] = []
     for split, count in (("train", train_per_task), ("test", test_per_task)):
@@ -247,12 +274,14 @@ def make_benchmark(
     }
     columns = {"messages": "messages"} if text_scenes else {"messages": "messages", "images": "images"}
     dataset_info = {
+        **info,
         DATASET_NAME: {
             "file_name": "train.json",
             "formatting": "sharegpt",
             "columns": columns,
             "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
-        }
+            BENCHMARK_MARKER: {"seed": seed, "text_scenes": text_scenes},
+        },
     }
     manifest = {
         "seed": seed, "image_size": image_size, "text_scenes": text_scenes, "tasks": TASK_METRICS,
@@ -262,6 +291,51 @@ def make_benchmark(
                        ("manifest.json", manifest)):
         (out_dir / name).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
     return manifest
+
+
+def _existing_info(out_dir: Path, overwrite: bool) -> dict[str, Any]:
+    """The entries of an existing `out_dir/dataset_info.json` to keep; refuses what must not be replaced."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InstrAugError(f"{out_dir}: exists and is not a directory")
+    info_path = out_dir / "dataset_info.json"
+    info = read_json(info_path) if info_path.exists() else {}
+    if not isinstance(info, dict):
+        raise InstrAugError(f"{info_path}: expected a JSON object of dataset entries")
+    entry = info.get(DATASET_NAME)
+    if entry is not None and not (isinstance(entry, dict) and BENCHMARK_MARKER in entry):
+        raise InstrAugError(f"{info_path}: entry {DATASET_NAME!r} exists and was not written by make-benchmark; "
+                            "choose another output directory")
+    existing = [name for name in OUTPUTS if (out_dir / name).exists()]
+    if entry is not None:
+        existing.insert(0, f"dataset_info.json entry {DATASET_NAME!r}")
+    if existing and not overwrite:
+        raise InstrAugError(f"{out_dir}: already holds {', '.join(existing)}; pass --overwrite to replace "
+                            "them, or choose another output directory")
+    return {name: value for name, value in info.items() if name != DATASET_NAME}
+
+
+def _staging_dir(out_dir: Path) -> Path:
+    """An empty folder next to the files being made (inside `out_dir` when it exists, so renames stay on one disk)."""
+    base = out_dir if out_dir.is_dir() else out_dir.parent
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        staging = base / f".{out_dir.name}.instraug-tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as exc:
+        raise InstrAugError(f"{out_dir}: cannot write the benchmark ({exc.strerror or exc})") from None
+    return staging
+
+
+def _publish(staging: Path, out_dir: Path) -> None:
+    """Move every file and folder of `staging` into `out_dir`, replacing the earlier ones."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in sorted(staging.iterdir()):
+        target = out_dir / item.name
+        if target.is_dir():
+            old = staging / f".old-{item.name}"
+            target.rename(old)
+        os.replace(item, target)
 
 
 def instantiate_pool(template_pool: Path, bench_dir: Path, out_dir: Path) -> Path:

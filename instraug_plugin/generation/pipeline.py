@@ -21,7 +21,7 @@ from pathlib import Path
 
 from instraug_plugin.backends.base import GenerationRequest, RewriterBackend, generate_batches
 from instraug_plugin.core.cache import GenerationCache
-from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.errors import InstrAugError, redact
 from instraug_plugin.core.extract import extract_reply
 from instraug_plugin.core.filters import Candidate, FidelityJudge, FilterChain, FilterConfig
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, content_spec
@@ -150,9 +150,37 @@ def generate_cached(
     except Exception as exc:
         raise InstrAugError(
             f"rewriter {model_id} failed on a batch ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); finished batches are cached, rerun to resume"
+            f"{redact(str(exc).splitlines()[0]) if str(exc) else ''}); finished batches are cached, rerun to resume"
         ) from exc
     return [cache.get(k) or "" for k in keys], hits
+
+
+def check_context(backend: RewriterBackend, jobs: Sequence[_Job]) -> None:
+    """Fail in one line, before generating, if a seed's prompt plus its reply budget exceeds the
+    model's context (the seed is named). Only the longest request of each seed is tokenized.
+
+    Backends that cannot tell (no `context_length` / `prompt_tokens`: openai, ray) are not checked;
+    an OpenAI-compatible server rejects such a request itself, which fails the run in one line.
+    """
+    limit = getattr(backend, "context_length", None)
+    count = getattr(backend, "prompt_tokens", None)
+    if limit is None or count is None:
+        return
+    longest: dict[str, _Job] = {}
+    for job in jobs:
+        size = sum(len(content) for _, content in job.request.messages) + job.request.max_new_tokens
+        best = longest.get(job.seed.seed_id)
+        if best is None or size > sum(len(c) for _, c in best.request.messages) + best.request.max_new_tokens:
+            longest[job.seed.seed_id] = job
+    for job in longest.values():
+        prompt = count(job.request.messages)
+        if prompt + job.request.max_new_tokens > limit:
+            words = " ".join(job.parent.split()[:8])
+            raise InstrAugError(
+                f"seed {job.seed.seed_id} ({words!r}...): prompt of {prompt} tokens + reply budget of "
+                f"{job.request.max_new_tokens} exceeds the {limit}-token context of {backend.model_id}; "
+                "shorten or remove this seed"
+            )
 
 
 def run_pregen(
@@ -205,6 +233,7 @@ def run_pregen(
     started = time.perf_counter()
     for round_index in range(1, config.n_rounds + 1):
         jobs = build_jobs(parents, meta_prompts, config, specs, round_index)
+        check_context(backend, jobs)  # every prompt fits the model's context before any generation
         replies, round_hits = generate_cached(backend, [j.request for j in jobs], cache, config.batch_size, on_batch)
         generated += len(jobs)
         generated_per_seed.update(job.seed.text for job in jobs)

@@ -48,24 +48,39 @@ def _example(data: dict, path: Path) -> tuple[str, str] | None:
 
 
 def load_meta_prompts(
-    direct: int = 5, guided: int = 5, *, direct_file: Path | None = None, guides_file: Path | None = None
+    direct: int | None = 5, guided: int | None = 5, *, direct_file: Path | None = None,
+    guides_file: Path | None = None,
 ) -> list[MetaPrompt]:
-    """The first `direct` direct prompts and the first `guided` guides, named `direct/i`, `guided/i`."""
+    """The first `direct` direct prompts and the first `guided` guides, named `direct/i`, `guided/i`.
+
+    None takes every prompt the file holds. Asking for more than a file holds (or a negative count)
+    is an error naming the file.
+    """
     direct_file = direct_file or templates_dir() / "meta_prompts" / "direct.json"
     guides_file = guides_file or templates_dir() / "meta_prompts" / "guided.json"
+    if (direct is not None and direct < 0) or (guided is not None and guided < 0):
+        raise InstrAugError(f"meta-prompt counts must be >= 0; got direct {direct}, guided {guided}")
     prompts: list[MetaPrompt] = []
-    if direct:
+    if direct != 0:
         data = read_json_object(direct_file)
         requests = data.get("prompts")
         if not isinstance(requests, list) or not all(isinstance(r, str) and INSTRUCTION_SLOT in r for r in requests):
             raise InstrAugError(f"{direct_file}: 'prompts' must be a list of strings containing {INSTRUCTION_SLOT}")
+        direct = len(requests) if direct is None else direct
+        if direct > len(requests):
+            raise InstrAugError(f"--direct-prompts {direct}: {direct_file} has {len(requests)} direct prompts "
+                                f"(choose 0-{len(requests)})")
         example = _example(data, direct_file)
         prompts += [MetaPrompt(f"direct/{i}", r, None, example) for i, r in enumerate(requests[:direct])]
-    if guided:
+    if guided != 0:
         data = read_json_object(guides_file)
         guides, request = data.get("guides"), data.get("request")
         if not isinstance(guides, list) or not isinstance(request, str) or INSTRUCTION_SLOT not in request:
             raise InstrAugError(f"{guides_file}: needs 'guides' (list) and 'request' (string with {INSTRUCTION_SLOT})")
+        guided = len(guides) if guided is None else guided
+        if guided > len(guides):
+            raise InstrAugError(f"--guided-prompts {guided}: {guides_file} has {len(guides)} guides "
+                                f"(choose 0-{len(guides)})")
         example = _example(data, guides_file) or _example(read_json_object(direct_file), direct_file)
         prompts += [MetaPrompt(f"guided/{i}", request, str(g), example) for i, g in enumerate(guides[:guided])]
     if not prompts:

@@ -46,6 +46,7 @@ class RawSeeds:
 
     tasks: dict[str, list[RawSeed]] = field(default_factory=dict)
     skipped_rows: int = 0
+    invalid_rows: dict[str, int] = field(default_factory=dict)  # skipped invalid rows by kind (core.rows)
 
     def add(self, task: str, text: str, where: str) -> None:
         """Append one instruction to `task`."""
@@ -59,6 +60,8 @@ class ReadOptions:
     dataset: str | None = None
     task_column: str | None = None
     all_turns: bool = False
+    skip_invalid: bool = False
+    media_dir: Path | None = None  # where media files are looked for (None: a dataset's default)
 
 
 class SeedReader(ABC):

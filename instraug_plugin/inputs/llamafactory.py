@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.rows import MEDIA_KINDS, RowChecker, row_problem
 from instraug_plugin.inputs.base import DEFAULT_TASK, RawSeeds, ReadOptions, SeedReader, brief
 
 DATASET_INFO = "dataset_info.json"
@@ -205,6 +206,44 @@ def entry_tags(entry: dict[str, Any], where: str) -> ConversationTags:
     )
 
 
+def media_columns(entry: dict[str, Any]) -> dict[str, str]:
+    """Media kind ("images", "videos", "audios") → the entry's column for it, for the kinds it maps."""
+    columns = entry.get("columns")
+    if not isinstance(columns, dict):
+        return {}
+    return {kind: columns[kind] for kind in MEDIA_KINDS if isinstance(columns.get(kind), str)}
+
+
+def row_contents(row: dict[str, Any], entry: dict[str, Any], where: str) -> tuple[list[str], list[str], dict[str, Any]]:
+    """(user turn texts, every message text, media kind → column value) of a row, as LLaMA-Factory
+    builds its messages: alpaca `prompt + "\\n" + query` (and history), sharegpt/openai messages
+    except a leading system message. Malformed columns raise InstrAugError naming the row."""
+    media = {kind: row.get(column) for kind, column in media_columns(entry).items()}
+    columns = entry_columns(entry, where)
+    if entry.get("formatting", "alpaca") == "alpaca":
+        given = entry.get("columns")
+        response_column = given.get("response") if isinstance(given, dict) else "output"
+        users, answers = [], []
+        history = row.get(columns["history"]) if columns["history"] else None
+        for i, pair in enumerate(history if isinstance(history, list) else []):
+            if not (isinstance(pair, list | tuple) and len(pair) == 2):
+                raise InstrAugError(f"{where}: {columns['history']}[{i}] is not a [prompt, response] pair")
+            users.append(pair[0])
+            answers.append(pair[1])
+        parts = [row.get(c) for c in (columns["prompt"], columns["query"]) if c]
+        users.append("\n".join(p for p in parts if isinstance(p, str) and p))
+        response = row.get(response_column) if response_column else None
+        answers += response if isinstance(response, list) else [response]
+        return users, [t for t in users + answers if isinstance(t, str)], media
+    tags = entry_tags(entry, where)
+    column = columns["messages"] or "conversations"
+    messages = row.get(column)
+    users = user_turns(messages, tags, where=where, column=column)
+    start = 1 if tags.system and messages and messages[0][tags.role] == tags.system else 0
+    texts = [m[tags.content] for m in messages[start:] if isinstance(m[tags.content], str)]
+    return users, texts, media
+
+
 def dataset_entry(info: Any, name: str, where: str) -> dict[str, Any]:
     """The named local-file entry of a parsed dataset_info.json, checked; InstrAugError otherwise."""
     if not isinstance(info, dict):
@@ -220,6 +259,19 @@ def dataset_entry(info: Any, name: str, where: str) -> dict[str, Any]:
     if formatting not in FORMATTINGS:
         raise InstrAugError(f"{where}:{name}: unsupported formatting {formatting!r} (supported: alpaca, sharegpt)")
     return entry
+
+
+@dataclass(frozen=True)
+class _RowValidation:
+    """`core.rows` checks of one dataset's rows (media paths relative to `media_root`)."""
+
+    entry: dict[str, Any]
+    checker: RowChecker
+    media_root: Path
+
+    def ok(self, row: dict[str, Any], where: str) -> bool:
+        """True to read the row; False to skip it (invalid, with skip_invalid); raises otherwise."""
+        return self.checker.ok(where, row_problem(*row_contents(row, self.entry, where), self.media_root))
 
 
 class LlamaFactoryReader(SeedReader):
@@ -248,22 +300,28 @@ class LlamaFactoryReader(SeedReader):
         columns = entry_columns(entry, where)
         rows = load_rows(path.parent / str(entry["file_name"]))
         raw = RawSeeds()
+        # Relative media paths start at the dataset_info.json directory (LLaMA-Factory's default media_dir).
+        check = _RowValidation(entry, RowChecker(options.skip_invalid), options.media_dir or path.parent)
         if formatting == "alpaca":
-            self._read_alpaca(rows, columns, options, where, raw)
+            self._read_alpaca(rows, columns, options, where, raw, check)
         else:
             tags = entry_tags(entry, where)
-            self._read_conversations(rows, columns, tags, bool(entry.get("ranking")), options, where, raw)
+            self._read_conversations(rows, columns, tags, bool(entry.get("ranking")), options, where, raw, check)
+        raw.invalid_rows = dict(check.checker.skipped)
         return raw
 
     @staticmethod
     def _read_alpaca(
-        rows: list[Row], columns: dict[str, Any], options: ReadOptions, where: str, raw: RawSeeds
+        rows: list[Row], columns: dict[str, Any], options: ReadOptions, where: str, raw: RawSeeds,
+        check: _RowValidation,
     ) -> None:
         column = instruction_column(columns)
         if not column:
             raise InstrAugError(f"{where}: alpaca dataset needs columns.prompt or columns.query")
         _require_column(rows, column, "columns.prompt" if columns["prompt"] else "columns.query", where)
         for row_where, row in rows:
+            if not check.ok(row, row_where):
+                continue
             task = row_task(row, options.task_column, row_where)
             texts = _alpaca_turns(row, columns, row_where, options.all_turns)
             add_turns(raw, task, texts, row_where, options.all_turns)
@@ -277,6 +335,7 @@ class LlamaFactoryReader(SeedReader):
         options: ReadOptions,
         where: str,
         raw: RawSeeds,
+        check: _RowValidation,
     ) -> None:
         column = columns["messages"]
         if not column:
@@ -285,6 +344,8 @@ class LlamaFactoryReader(SeedReader):
         for row_where, row in rows:
             task = row_task(row, options.task_column, row_where)
             texts = user_turns(row.get(column), conv_tags, where=row_where, column=column)
+            if not check.ok(row, row_where):
+                continue
             if not llamafactory_accepts(row[column], conv_tags, ranking):
                 raw.skipped_rows += 1
                 continue

@@ -52,6 +52,7 @@ class SeedSet:
     seeds: list[Seed]
     duplicates: dict[str, int] = field(default_factory=dict)
     skipped_rows: int = 0
+    invalid_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def tasks(self) -> list[str]:
@@ -121,13 +122,23 @@ def load_seed_set(
     all_turns: bool = False,
     kind: str = "auto",
     strip_media: bool = False,
+    skip_invalid: bool = False,
+    media_dir: Path | None = None,
 ) -> SeedSet:
-    """Like `load_seeds`, also reporting the detected format, duplicates per task and skipped rows."""
+    """Like `load_seeds`, also reporting the detected format, duplicates per task and skipped rows.
+
+    Dataset rows LLaMA-Factory could not train on (`core.rows`) are an error naming the row, or with
+    `skip_invalid` are skipped and counted in `invalid_rows` by kind. Media files are looked for in
+    `media_dir`, by default a dataset_info.json's folder (a LLaVA json's only when it is given).
+    """
     if kind not in KIND_CHOICES:
         raise InstrAugError(f"instruction kind must be one of {', '.join(KIND_CHOICES)}; got {kind!r}")
     path = _resolve(source)
     document = read_json(path)
-    options = ReadOptions(dataset=dataset, task_column=task_column, all_turns=all_turns)
+    if media_dir is not None and not Path(media_dir).is_dir():
+        raise InstrAugError(f"--media-dir: {media_dir} is not a directory")
+    options = ReadOptions(dataset=dataset, task_column=task_column, all_turns=all_turns, skip_invalid=skip_invalid,
+                          media_dir=None if media_dir is None else Path(media_dir))
     for name, reader in READERS.items():
         if reader.matches(path, document, options):
             raw = reader().read(path, document, options)
@@ -135,7 +146,7 @@ def load_seed_set(
             if kind == "auto" and template_file:
                 kind = TEMPLATE  # a template file holds task templates only
             seeds, duplicates = _dedupe(raw, _select(raw, tasks, path), path, kind, strip_media and not template_file)
-            return SeedSet(path, name, seeds, duplicates, raw.skipped_rows)
+            return SeedSet(path, name, seeds, duplicates, raw.skipped_rows, raw.invalid_rows)
     raise InstrAugError(
         f"{path}: unrecognized input (expected a template file {{task: [templates]}}, a LLaVA json list, "
         f"or a {DATASET_INFO} with a dataset name)"
@@ -151,20 +162,23 @@ def load_seeds(
     all_turns: bool = False,
     kind: str = "auto",
     strip_media: bool = False,
+    skip_invalid: bool = False,
 ) -> list[Seed]:
     """Seed instructions from a template file, a LLaMA-Factory dataset or a LLaVA json (format detected).
 
     `source`: a MultiInstruct-style template JSON, a LLaVA json list, or a `dataset_info.json` (or its
     directory) together with `dataset`. `tasks` selects tasks (input order otherwise); `task_column`
     groups dataset rows by that column (else task "default"); `all_turns` takes every user turn
-    instead of the first. Seeds equal after `pool.normalize` are kept once per task; the count dropped
+    instead of the first; `skip_invalid` skips rows LLaMA-Factory could not train on instead of
+    failing on the first. Seeds equal after `pool.normalize` are kept once per task; the count dropped
     is logged. `kind`: auto (template files: template; dataset rows: template when 2+ rows of the task
     share the instruction or it has fields, else instance), template or instance. `strip_media`: drop
-    media tokens at the edges of dataset instructions (pregen does; see `_dedupe`). Raises InstrAugError naming the file, task, key or row at fault.
+    media tokens at the edges of dataset instructions (pregen does; see `_dedupe`). Raises
+    InstrAugError naming the file, task, key or row at fault.
     """
     seed_set = load_seed_set(
         source, dataset=dataset, tasks=tasks, task_column=task_column, all_turns=all_turns, kind=kind,
-        strip_media=strip_media,
+        strip_media=strip_media, skip_invalid=skip_invalid,
     )
     if seed_set.duplicates:
         logger.info(

@@ -48,9 +48,13 @@ class InstrAugCallback(TrainerCallback):
             "no_pool_entry": counts["no_entry"],
             "rewriter_fallbacks": self.session.fallbacks - fallbacks_before,
             "pool_size": len(self.session.rewriter.pool),
+            **self.session.pretrain,
             **live,
         }
-        state.log_history.append({f"instraug/{k}": v for k, v in record.items()} | {"epoch": epoch})
+        history = {f"instraug/{k}": v for k, v in record.items() if k not in self.session.pretrain}
+        if "pool_coverage" in self.session.pretrain:  # the share only: log history values stay scalars
+            history["instraug/pool_coverage"] = self.session.pretrain["pool_coverage"]["share"]
+        state.log_history.append(history | {"epoch": epoch})
         path = Path(args.output_dir) / STATS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a", encoding="utf-8") as fh:

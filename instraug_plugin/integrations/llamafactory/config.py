@@ -43,6 +43,7 @@ class InstrAugConfig:
     placeholder_regex: tuple[str, ...] = ()
     log: bool = True
     log_samples: bool = False
+    skip_invalid: bool = False
     live_model: str = "smollm2"
     live_quantization_bit: int | None = 4
     live_batch_size: int = 8
@@ -150,7 +151,7 @@ def parse_config(raw: dict[str, Any]) -> InstrAugConfig:
         elif name in ("live_batch_size", "live_refresh_every", "live_num_samples", "live_max_new_tokens",
                       "live_max_seeds"):
             values[name] = _as_int(key, value, 1)
-        elif name in ("log", "log_samples", "live_keep_loaded"):
+        elif name in ("log", "log_samples", "live_keep_loaded", "skip_invalid"):
             values[name] = _as_bool(key, value)
         elif name in ("task_column", "live_model"):
             if not isinstance(value, str) or not value:

@@ -27,12 +27,17 @@ from instraug_plugin.core.sampling import InstructionRewriter, rewrite_messages
 from instraug_plugin.integrations.llamafactory.config import InstrAugConfig, split_args
 from instraug_plugin.integrations.llamafactory.encode_cache import with_encode_cache
 from instraug_plugin.integrations.llamafactory.media_cache import MediaExpansionCache
+from instraug_plugin.integrations.llamafactory.pretrain import (
+    TASK_COLUMN,
+    check_training_rows,
+    coverage_verdict,
+    summarize,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
 INDEX_COLUMN = "_instraug_index"
-TASK_COLUMN = "_instraug_task"
 STATS_FILE = "instraug_stats.jsonl"
 SAMPLES_DIR = "instraug_samples"
 IGNORE_INDEX = -100
@@ -74,6 +79,7 @@ class Session:
     train_dataset: Dataset | None = None
     output_dir: str = "."
     fallbacks: int = 0
+    pretrain: dict[str, Any] = field(default_factory=dict)  # coverage, skipped rows, warnings (stats records)
 
 
 SESSION: Session | None = None
@@ -228,6 +234,7 @@ def _patched_preprocess(original: Any) -> Any:
             raise InstrAugError(f"instraug_task_column: no training dataset has a column {column!r}")
         # The processor silently drops malformed rows; drop them here once so the lazy transform never does.
         dataset = dataset.filter(lambda p, r: len(p) % 2 == 1 and len(r) == 1, input_columns=["_prompt", "_response"])
+        dataset = _check_before_training(session, dataset, data_args, template)
         dataset = dataset.add_column(INDEX_COLUMN, list(range(len(dataset))))
         session.train_dataset = dataset
         session.output_dir = training_args.output_dir
@@ -242,6 +249,40 @@ def _patched_preprocess(original: Any) -> Any:
         return lazy
 
     return _get_preprocessed_dataset
+
+
+def _names(datasets: Any) -> str:
+    """LLaMA-Factory's `dataset` argument (a list after parsing, else as given) for messages."""
+    return ",".join(map(str, datasets)) if isinstance(datasets, list | tuple) else str(datasets)
+
+
+def _check_before_training(session: Session, dataset: Any, data_args: Any, template: Any) -> Any:
+    """Invalid rows and pool coverage (`pretrain`), before training starts; the rows to train on."""
+    config = session.config
+    plugin = template.mm_plugin
+    keep, skipped, coverage = check_training_rows(
+        dataset, session.rewriter, all_turns=config.turns == "all", skip_invalid=config.skip_invalid,
+        check_media=any(getattr(plugin, f"{kind}_token", None) for kind in ("image", "video", "audio")),
+        media_root=Path(data_args.media_dir or data_args.dataset_dir),
+        where=f"dataset {_names(data_args.dataset)}",
+    )
+    if keep is not None:
+        if not keep:
+            counts = ", ".join(f"{n} {kind}" for kind, n in skipped.items())
+            raise InstrAugError(f"instraug_skip_invalid: every training row of dataset {_names(data_args.dataset)} "
+                                f"is invalid ({counts})")
+        dataset = dataset.select(keep)
+    warnings = coverage_verdict(coverage, pools=config.pool, mode=config.mode, epsilon=config.epsilon)
+    if os.environ.get("RANK", "0") == "0":  # every rank checks; the first one reports
+        print(summarize(coverage, skipped), file=sys.stderr, flush=True)
+        for warning in warnings:
+            print(f"instraug: warning: {warning}", file=sys.stderr, flush=True)
+    session.pretrain = {"pool_coverage": coverage.record()}
+    if skipped:
+        session.pretrain["invalid_rows_skipped"] = skipped
+    if warnings:
+        session.pretrain["warnings"] = warnings
+    return dataset
 
 
 def _eval_callbacks(config: InstrAugConfig, rest: Any) -> list[Any]:
@@ -304,6 +345,30 @@ def install() -> None:
     patch_tuner(tuner)
 
 
+def check_config_file(path: Path) -> None:
+    """Parse a training config and validate its `instraug_*` keys before LLaMA-Factory is imported;
+    InstrAugError naming the file and line (or the key) on a problem."""
+    import yaml
+
+    if path.suffix not in (".yaml", ".yml", ".json"):
+        raise InstrAugError(f"{path}: expected a .yaml, .yml or .json training config")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except UnicodeDecodeError:
+        raise InstrAugError(f"{path}: not a UTF-8 text file") from None
+    except json.JSONDecodeError as exc:
+        raise InstrAugError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise InstrAugError(f"{path}: not valid YAML ({problem}{where})") from None
+    if not isinstance(data, dict):
+        raise InstrAugError(f"{path}: expected a mapping of training arguments, got {type(data).__name__}")
+    split_args(data)  # raises on a bad instraug_* key or value
+
+
 def launch_train(config: str, overrides: list[str]) -> None:
     """`llamafactory-cli train config [overrides]` with the plugin patched in explicitly.
 
@@ -312,6 +377,7 @@ def launch_train(config: str, overrides: list[str]) -> None:
     """
     if not Path(config).is_file():
         raise InstrAugError(f"config file not found: {config}")
+    check_config_file(Path(config))
     install()
     from llamafactory import launcher
 
