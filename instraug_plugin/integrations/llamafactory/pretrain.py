@@ -134,7 +134,7 @@ def coverage_verdict(coverage: Coverage, *, pools: Sequence[str], mode: str, eps
         raise InstrAugError(
             f"instraug_pool: {pool_names} has no paraphrase for any of the {coverage.instructions} training "
             f"instructions (first unmatched: {first!r}); pregen the pool from this dataset, or check "
-            "instraug_task_column and instraug_turns"
+            "instraug_task_column and instraug_turns (one row's own request is reworded only with instraug_scope: all)"
         )
     warnings = []
     for task in coverage.low():
