@@ -37,8 +37,8 @@ from pathlib import Path
 from instraug_plugin.backends.decoding import shared_prefixes
 from instraug_plugin.backends.transformers_backend import TransformersBackend
 from instraug_plugin.core.cache import GenerationCache
-from instraug_plugin.core.instances import content_spec
 from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE
+from instraug_plugin.core.instances import content_spec
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.generation.pipeline import PregenConfig, build_jobs, run_pregen
 from instraug_plugin.generation.prompts import load_meta_prompts

@@ -12,7 +12,11 @@ from typing import Annotated
 import typer
 
 from instraug_plugin.core.errors import InstrAugError, one_line, redact
-from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE, DEFAULT_INSTANCE_MIN_FIDELITY, DEFAULT_MIN_FIDELITY
+from instraug_plugin.core.filters import (
+    DEFAULT_FIDELITY_JUDGE,
+    DEFAULT_INSTANCE_MIN_FIDELITY,
+    DEFAULT_MIN_FIDELITY,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 

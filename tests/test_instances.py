@@ -16,8 +16,8 @@ from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.filters import FilterConfig
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, answer_changes, classify, content_spec
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
-from instraug_plugin.core.requests import question_kind, task_shape_change
 from instraug_plugin.core.pool import Pool, PoolRecord, scoped_records, write_pool
+from instraug_plugin.core.requests import question_kind, task_shape_change
 from instraug_plugin.generation.pipeline import PregenConfig, run_pregen
 from instraug_plugin.generation.prompts import load_meta_prompts
 from instraug_plugin.inputs import load_seed_set
