@@ -52,3 +52,27 @@ def test_a_failing_rewriter_falls_back_and_counts(tmp_path: Path) -> None:
     assert session.fallbacks == 3
     assert session.rewriter.pool.records == before
     assert refresher.backend is None and refresher.last["live_paraphrases"] == 0
+
+
+def test_live_refresh_reaches_persistent_dataloader_workers(tmp_path: Path, tiny_llava: Path,  # noqa: F811
+                                                            data_dir: Path, offline_env: dict[str, str]) -> None:
+    """Refresh before each epoch, 2 persistent workers: epoch 1 draws from the pool refreshed for it, and the
+    logged counts (recomputed in the main process) equal what the workers did."""
+    result, out = train(tmp_path, "live-workers", tiny_llava, data_dir, offline_env, instraug_mode="live",
+                        instraug_pool=None, instraug_epsilon=0.0, instraug_live_model="smollm2",
+                        instraug_live_quantization_bit=4, instraug_live_refresh_every=1, instraug_live_max_seeds=5,
+                        instraug_live_num_samples=5, instraug_live_max_new_tokens=40, instraug_live_keep_loaded=True,
+                        instraug_log_samples=True, dataloader_num_workers=2, dataloader_persistent_workers=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stats = [json.loads(line) for line in (out / "instraug_stats.jsonl").open() if '"epoch"' in line]
+    pools = [{r.text for r in read_records(out / "instraug_live" / f"pool-epoch{e}")} for e in (0, 1)]
+    assert pools[1] - pools[0], "the second refresh wrote no new wording; the test cannot tell the pools apart"
+    rows = samples(out)
+    for epoch in (0, 1):
+        drawn = [r for r in rows if r["epoch"] == epoch]
+        rewritten = [r for r in drawn if r["decision"] == "rewritten"]
+        assert len(rewritten) == stats[epoch]["rewritten"] and len(drawn) == stats[epoch]["samples"]
+        for row in rewritten:  # the wording comes from this epoch's pool (media tokens kept at the edges)
+            assert any(text in row["user_turns"][0] for text in pools[epoch]), (epoch, row["user_turns"][0])
+    only_new = pools[1] - pools[0]
+    assert any(any(text in r["user_turns"][0] for text in only_new) for r in rows if r["epoch"] == 1)

@@ -46,11 +46,22 @@ IGNORE_INDEX = -100
 class EpochState:
     """The epoch the callback publishes in each rank's main process, in shared memory: DataLoader
     workers, forked for each epoch or persistent across epochs, read the current value at every
-    fetch (the trainer calls `on_epoch_begin` before it starts the epoch's iterator)."""
+    fetch (the trainer calls `on_epoch_begin` before it starts the epoch's iterator). Live mode also
+    bumps `pool_version` after each refresh, so workers reload the pool it wrote."""
 
     def __init__(self) -> None:
         self._epoch = multiprocessing.RawValue("q", 0)
         self._training = multiprocessing.RawValue("b", 0)
+        self._pool_version = multiprocessing.RawValue("q", 0)
+
+    @property
+    def pool_version(self) -> int:
+        """How many times live mode has published a refreshed pool (`live_pool_dir`)."""
+        return self._pool_version.value
+
+    def publish_pool(self) -> None:
+        """Tell every DataLoader worker, persistent ones included, to load the refreshed pool."""
+        self._pool_version.value += 1
 
     @property
     def epoch(self) -> int:
@@ -93,6 +104,11 @@ def start_session(config: InstrAugConfig, default_seed: int) -> Session:
     return Session(config, InstructionRewriter(pool, config.epsilon, seed, spec))
 
 
+def live_pool_dir(output_dir: str) -> Path:
+    """Where live mode writes the whole current pool of this rank for its DataLoader workers."""
+    return Path(output_dir) / "instraug_live" / f"current-rank{os.environ.get('RANK', '0')}"
+
+
 class LazyTransform:
     """`with_transform` callable: rewrite a batch of aligned rows, then tokenize it with LLaMA-Factory."""
 
@@ -103,9 +119,16 @@ class LazyTransform:
         self.processor = with_encode_cache(processor)  # LLaMA-Factory's own, recurring strings' ids cached
         self.image_token_id = image_token_id
         self.sample_dir = Path(session.output_dir) / SAMPLES_DIR if session.config.log_samples else None
+        self.live_pool = live_pool_dir(session.output_dir) if session.config.mode == "live" else None
+        self.scope = session.config.scope
+        self.pool_version = self.state.pool_version
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         epoch = self.state.epoch
+        if self.live_pool is not None and self.state.pool_version != self.pool_version:
+            # live mode refreshed the pool in the main process: a worker's copy is stale (once per refresh)
+            self.pool_version = self.state.pool_version
+            self.rewriter.pool = Pool.load(self.live_pool, scope=self.scope)
         tasks = batch.get(TASK_COLUMN) or [None] * len(batch[INDEX_COLUMN])
         prompts, decisions = [], []
         for messages, task, index in zip(batch["_prompt"], tasks, batch[INDEX_COLUMN]):

@@ -22,7 +22,7 @@ from instraug_plugin.core.instances import INSTANCE, TEMPLATE, classify
 from instraug_plugin.core.placeholders import PlaceholderSpec
 from instraug_plugin.core.pool import Pool, PoolRecord, normalize, write_pool
 from instraug_plugin.core.sampling import split_edge_media
-from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, TASK_COLUMN, Session
+from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, TASK_COLUMN, Session, live_pool_dir
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,9 @@ class LiveRefresher:
         self.session.fallbacks += sum(n for _, n in gathered)
         if new:
             self.session.rewriter.pool = Pool(self.base_records + new)
+            write_pool(live_pool_dir(self.session.output_dir), self.base_records + new,
+                       {"epoch": epoch, "answer_check": {"rules": ["task_shape", "answer"], "live": True}})
+            self.session.state.publish_pool()  # DataLoader workers reload it before their next batch
             if rank == 0:
                 write_pool(Path(self.session.output_dir) / "instraug_live" / f"pool-epoch{epoch}", new,
                            {"epoch": epoch, "model": config.live_model, "seeds": len(seeds)})
