@@ -55,7 +55,8 @@ def test_a_failing_rewriter_falls_back_and_counts(tmp_path: Path) -> None:
 
 
 def test_live_refresh_reaches_persistent_dataloader_workers(tmp_path: Path, tiny_llava: Path,
-                                                            data_dir: Path, offline_env: dict[str, str]) -> None:
+                                                            data_dir: Path,  # noqa: F811
+                                                            offline_env: dict[str, str]) -> None:
     """Refresh before each epoch, 2 persistent workers: epoch 1 draws from the pool refreshed for it, and the
     logged counts (recomputed in the main process) equal what the workers did."""
     result, out = train(tmp_path, "live-workers", tiny_llava, data_dir, offline_env, instraug_mode="live",
