@@ -22,7 +22,7 @@ from typing import Any
 
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.sentinel_regex import sentinel_regex
-from instraug_plugin.core.errors import InstrAugError, redact
+from instraug_plugin.core.errors import InstrAugError, one_line, redact
 
 try:
     import httpx
@@ -62,10 +62,6 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(response.headers["retry-after"]))
     except (KeyError, ValueError):
         return None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _backoff(attempt: int) -> float:
@@ -143,7 +139,7 @@ class OpenAIBackend:
             try:
                 response = self._client.post(self.url, json=body)
             except RETRY_ERRORS as exc:
-                problem, wait_seconds = self._scrub(_one_line(f"{type(exc).__name__}: {exc}").rstrip(":")), None
+                problem, wait_seconds = self._scrub(one_line(f"{type(exc).__name__}: {exc}").rstrip(":")), None
             else:
                 if response.status_code == 200:
                     return self._reply_text(response)
@@ -168,7 +164,7 @@ class OpenAIBackend:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = response.text
-        message = self._scrub(_one_line(str(message)))[:DETAIL_CHARS]
+        message = self._scrub(one_line(str(message)))[:DETAIL_CHARS]
         return f": {message}" if message else ""
 
     def _key_hint(self, response: httpx.Response) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.registry import BACKENDS, create_backend
-from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.errors import InstrAugError, one_line
 
 
 class _Replica:
@@ -51,8 +51,7 @@ def _reason(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException):
         exc = cause
-    text = str(exc) if isinstance(exc, InstrAugError) else f"{type(exc).__name__}: {exc}"
-    return " ".join(text.split())
+    return one_line(str(exc) if isinstance(exc, InstrAugError) else f"{type(exc).__name__}: {exc}")
 
 
 class RayExecutor:

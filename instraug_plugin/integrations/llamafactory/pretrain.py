@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.errors import InstrAugError, one_line
 from instraug_plugin.core.rows import RowChecker, row_problem
 from instraug_plugin.core.sampling import InstructionRewriter
 
@@ -130,7 +130,7 @@ def coverage_verdict(coverage: Coverage, *, pools: Sequence[str], mode: str, eps
         return []
     pool_names = ", ".join(pools)
     if coverage.covered == 0:
-        first = " ".join(str(coverage.first_unmatched()).split())[:120]
+        first = one_line(str(coverage.first_unmatched()))[:120]
         raise InstrAugError(
             f"instraug_pool: {pool_names} has no paraphrase for any of the {coverage.instructions} training "
             f"instructions (first unmatched: {first!r}); pregen the pool from this dataset, or check "
@@ -139,7 +139,7 @@ def coverage_verdict(coverage: Coverage, *, pools: Sequence[str], mode: str, eps
     warnings = []
     for task in coverage.low():
         label = "" if task.task is None else f" of task {task.task!r}"
-        first = " ".join(str(task.first_unmatched).split())[:80]
+        first = one_line(str(task.first_unmatched))[:80]
         warnings.append(
             f"pool coverage {task.share:.0%}{label}: {task.covered} of {task.instructions} distinct training "
             f"instructions have a paraphrase in {pool_names} (below {LOW_COVERAGE:.0%}; first unmatched: {first!r})"
