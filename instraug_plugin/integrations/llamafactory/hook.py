@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
-from instraug_plugin.core.pool import Pool
+from instraug_plugin.core.pool import Pool, read_records
 from instraug_plugin.core.sampling import InstructionRewriter, rewrite_messages
 from instraug_plugin.integrations.llamafactory.config import InstrAugConfig, split_args
 from instraug_plugin.integrations.llamafactory.encode_cache import with_encode_cache
@@ -91,6 +91,10 @@ class Session:
     output_dir: str = "."
     fallbacks: int = 0
     pretrain: dict[str, Any] = field(default_factory=dict)  # coverage, skipped rows, warnings (stats records)
+    pool_version: int = 0  # the live refresh this process's `rewriter.pool` holds (`EpochState.pool_version`)
+
+    def __post_init__(self) -> None:
+        self.base_records = list(self.rewriter.pool.records)  # the configured pools; live refreshes add to them
 
 
 SESSION: Session | None = None
@@ -105,7 +109,7 @@ def start_session(config: InstrAugConfig, default_seed: int) -> Session:
 
 
 def live_pool_dir(output_dir: str) -> Path:
-    """Where live mode writes the whole current pool of this rank for its DataLoader workers."""
+    """Where live mode writes the paraphrases of this rank's latest refresh for its DataLoader workers."""
     return Path(output_dir) / "instraug_live" / f"current-rank{os.environ.get('RANK', '0')}"
 
 
@@ -119,16 +123,15 @@ class LazyTransform:
         self.processor = with_encode_cache(processor)  # LLaMA-Factory's own, recurring strings' ids cached
         self.image_token_id = image_token_id
         self.sample_dir = Path(session.output_dir) / SAMPLES_DIR if session.config.log_samples else None
+        self.session = session
         self.live_pool = live_pool_dir(session.output_dir) if session.config.mode == "live" else None
-        self.scope = session.config.scope
-        self.pool_version = self.state.pool_version
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         epoch = self.state.epoch
-        if self.live_pool is not None and self.state.pool_version != self.pool_version:
-            # live mode refreshed the pool in the main process: a worker's copy is stale (once per refresh)
-            self.pool_version = self.state.pool_version
-            self.rewriter.pool = Pool.load(self.live_pool, scope=self.scope)
+        if self.live_pool is not None and self.state.pool_version != self.session.pool_version:
+            # live mode refreshed the pool in the main process: a DataLoader worker's copy is stale (once per refresh)
+            self.session.pool_version = self.state.pool_version
+            self.rewriter.pool = Pool(self.session.base_records + list(read_records(self.live_pool)))
         tasks = batch.get(TASK_COLUMN) or [None] * len(batch[INDEX_COLUMN])
         prompts, decisions = [], []
         for messages, task, index in zip(batch["_prompt"], tasks, batch[INDEX_COLUMN]):

@@ -51,7 +51,6 @@ class LiveRefresher:
 
     def __init__(self, session: Session):
         self.session = session
-        self.base_records = list(session.rewriter.pool.records)
         self.backend: Any = None
         self.judge: Any = None  # the fidelity judge, loaded and unloaded with the rewriter
         self.refreshes = 0
@@ -118,10 +117,10 @@ class LiveRefresher:
         new = [r for part, _ in gathered for r in part]
         self.session.fallbacks += sum(n for _, n in gathered)
         if new:
-            self.session.rewriter.pool = Pool(self.base_records + new)
-            write_pool(live_pool_dir(self.session.output_dir), self.base_records + new,
-                       {"epoch": epoch, "answer_check": {"rules": ["task_shape", "answer"], "live": True}})
-            self.session.state.publish_pool()  # DataLoader workers reload it before their next batch
+            self.session.rewriter.pool = Pool(self.session.base_records + new)
+            write_pool(live_pool_dir(self.session.output_dir), new, {"epoch": epoch})
+            self.session.state.publish_pool()  # DataLoader workers load it before their next batch
+            self.session.pool_version = self.session.state.pool_version  # this process holds it already
             if rank == 0:
                 write_pool(Path(self.session.output_dir) / "instraug_live" / f"pool-epoch{epoch}", new,
                            {"epoch": epoch, "model": config.live_model, "seeds": len(seeds)})
