@@ -105,8 +105,14 @@ def then(args: list[Any], *_written: Path) -> list[Any]:
     return args
 
 
-def bad_dataset(kind: str) -> Callable[[Path], Path]:
-    return lambda tmp: dataset(tmp, [GOOD_ROW, BAD_ROWS[kind]])
+def build_bad_row(kind: str) -> Callable[[Path], list[Any]]:
+    """`build` over a good row and a row with the problem `kind`."""
+    return lambda t: ["build", dataset(t, [GOOD_ROW, BAD_ROWS[kind]]), "--name", "d", "--pool", DEMO_POOL]
+
+
+def pregen_bad_row(kind: str) -> Callable[[Path], list[Any]]:
+    """`pregen` over a good row and a row with the problem `kind`."""
+    return lambda t: ["pregen", dataset(t, [GOOD_ROW, BAD_ROWS[kind]]), "--dataset", "d", "--out", t / "p"]
 
 
 def pool(tmp: Path, lines: list[str] | None = None, manifest: Any = None) -> Path:
@@ -225,19 +231,19 @@ CASES = [
          r"demo_llava\.json: is the source data of"),
     # ------------------------------------------------------------ build: rows LLaMA-Factory cannot train on
     Case("build-row-without-user-turn",  # issue reproduction
-         lambda t: ["build", bad_dataset("no_user_turn")(t), "--name", "d", "--pool", DEMO_POOL],
+         build_bad_row("no_user_turn"),
          r"rows\.json:row 1: no user turn with text \(.*--skip-invalid"),
     Case("build-image-count-mismatch",  # issue reproduction
-         lambda t: ["build", bad_dataset("media_count")(t), "--name", "d", "--pool", DEMO_POOL],
+         build_bad_row("media_count"),
          r"rows\.json:row 1: 2 <image> placeholder\(s\) but 1 images"),
     Case("build-missing-image-file",
-         lambda t: ["build", bad_dataset("missing_media")(t), "--name", "d", "--pool", DEMO_POOL],
+         build_bad_row("missing_media"),
          r"rows\.json:row 1: image file not found: .*gone\.png"),
     Case("build-video-count-mismatch",
-         lambda t: ["build", bad_dataset("video_count")(t), "--name", "d", "--pool", DEMO_POOL],
+         build_bad_row("video_count"),
          r"row 1: 1 <video> placeholder\(s\) but 0 videos"),
     Case("build-audio-count-mismatch",
-         lambda t: ["build", bad_dataset("audio_count")(t), "--name", "d", "--pool", DEMO_POOL],
+         build_bad_row("audio_count"),
          r"row 1: 0 <audio> placeholder\(s\) but 1 audios"),
     Case("build-all-rows-skipped",
          lambda t: ["build", dataset(t, [BAD_ROWS["no_user_turn"]]), "--name", "d", "--pool", DEMO_POOL, "--skip-invalid"],
@@ -317,13 +323,13 @@ CASES = [
                     "ftp://user:SECRET@host/v1?api_key=SECRET2", "--min-fidelity", 0],
          r"--api-base must be an http:// or https:// URL; got 'ftp://\*\*\*@host/v1\?api_key=\*\*\*'"),
     Case("pregen-row-without-user-turn",
-         lambda t: ["pregen", bad_dataset("no_user_turn")(t), "--dataset", "d", "--out", t / "p"],
+         pregen_bad_row("no_user_turn"),
          r"rows\.json:row 1: no user turn with text"),
     Case("pregen-image-count-mismatch",
-         lambda t: ["pregen", bad_dataset("media_count")(t), "--dataset", "d", "--out", t / "p"],
+         pregen_bad_row("media_count"),
          r"rows\.json:row 1: 2 <image> placeholder\(s\) but 1 images"),
     Case("pregen-missing-image-file",
-         lambda t: ["pregen", bad_dataset("missing_media")(t), "--dataset", "d", "--out", t / "p"],
+         pregen_bad_row("missing_media"),
          r"rows\.json:row 1: image file not found"),
     Case("pregen-llava-image-count-mismatch",
          lambda t: ["pregen", write(t / "l.json", [{"image": "a.jpg", "conversations": [
