@@ -35,7 +35,7 @@ Presets (`--preset`, default `gpu` when CUDA is available, else `cpu`):
 - cpu: task set `positions`, SmolLM2-135M-Instruct (chatml), last 8 of 30 layers trained (freeze; no
   activation checkpointing), lr 1e-3, batch 16, 128 training rows per task, 40 test instances per task x
   (5 original + 5 held-out wordings), 3 training seeds per arm, 2 trainings side by side with 1 thread each
-  (on a small shared CPU, 2 threads per process oversubscribe the cores: 4-10x slower steps), each model
+  (on a small shared CPU, 2 threads per process oversubscribe the cores and were several times slower in the runs seen here), each model
   evaluated as soon as it is trained. Steps: the baseline (seed 0,
   20 test instances per task, original wordings only) reached 73.5% at 40 steps and 95.2% at 80 steps;
   the smallest tried that meets the >= 80% criterion, 80 (2.5 epochs), is used for every arm. (The first task set, `lookup`,
