@@ -10,18 +10,26 @@ Arms (same model, dtype, seeds, meta-prompts, sampling parameters and filters):
                      NucleusSampler)
   batched-mask       `batched` in mask-then-filter mode (isolates the yield difference)
   batched-generate   `batched` decoded by transformers' `generate` (isolates the decoder)
+  batched-mask-generate  `batched-mask` decoded by transformers' `generate`: differs from `reference`
+                     only in batching (isolates batching)
 
 Prints generations/s, kept paraphrases/s (after every filter, the meaning filters included),
 placeholder yield (generations whose placeholders survive / generations) and kept yield (kept /
 generations), the filters' share of the arm's time (the fidelity judge's batched scoring is most of
 it), and **faithful kept/s**: kept/s times the share of kept paraphrases that are faithful in that
 placeholder mode on the hand-labeled set (`benchmarks/results/fidelity_judge.json`, at the default
-filters). With `--repeats N` every arm runs N times (arms interleaved) and each figure is the median
-with its range. Ratios: batched decoding (batched-mask vs reference, the same placeholder mode), the
-whole pipeline (batched vs reference, kept paraphrases/s) and the decoder (batched vs
-batched-generate), when those arms run. A short warm-up generation runs first.
+filters). With `--repeats N` every arm runs N times (arms interleaved, the order rotated each round)
+and each figure is the median with its range. Each ratio compares two arms that differ in one thing,
+is computed within each round (the arms of a round ran back to back) and reported as the median
+over rounds with its range:
+  batching            batched-mask-generate vs reference (batch size only), generations/s
+  decoder (mask)      batched-mask vs batched-mask-generate (shared-prefix decoder only), generations/s
+  decoder             batched vs batched-generate (shared-prefix decoder only, constrained), generations/s
+  constraint          batched vs batched-mask (constrained vs mask-then-filter only), generations/s
+  whole pipeline      batched vs reference (everything), kept paraphrases/s
+A short warm-up generation runs first.
 
-    python benchmarks/pregen_throughput.py --seeds 8 --batch-size 40
+    python benchmarks/pregen_throughput.py --seeds 8 --batch-size 40 --repeats 3 --json benchmarks/results/pregen_throughput_cpu.json
     python benchmarks/pregen_throughput.py --arms batched,batched-mask --repeats 3 --json benchmarks/results/pregen_modes_cpu.json
 """
 
@@ -33,6 +41,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from instraug_plugin.backends.decoding import shared_prefixes
 from instraug_plugin.backends.transformers_backend import TransformersBackend
@@ -75,7 +85,7 @@ def prompt_shape(seeds, backend, prompts, config) -> dict[str, float]:
 
 def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend, judge):
     backend.batch_size = batch_size_for_backend
-    backend.decoder = "generate" if name in ("reference", "batched-generate") else "shared-prefix"
+    backend.decoder = "generate" if name in ("reference", "batched-generate", "batched-mask-generate") else "shared-prefix"
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if name == "reference":  # one seed at a time, one meta-prompt at a time: batches of 2 samples
@@ -117,7 +127,16 @@ def faithful_share() -> dict[str, float]:
 
 
 FAITHFUL_SHARE = faithful_share()
-ARMS = ("reference", "batched", "batched-mask", "batched-generate")
+ARMS = ("reference", "batched", "batched-mask", "batched-generate", "batched-mask-generate")
+# (name, numerator arm, denominator arm, figure): each pair differs in one thing (see the docstring)
+RATIOS = (
+    ("batching", "batched-mask-generate", "reference", "generations_per_s"),
+    ("decoder_mask", "batched-mask", "batched-mask-generate", "generations_per_s"),
+    ("decoder", "batched", "batched-generate", "generations_per_s"),
+    ("constraint", "batched", "batched-mask", "generations_per_s"),
+    ("whole_pipeline_kept", "batched", "reference", "kept_per_s"),
+    ("mask_vs_constrained_faithful_kept", "batched-mask", "batched", "faithful_kept_per_s"),
+)
 
 
 def median_row(runs: list[dict]) -> dict:
@@ -158,6 +177,7 @@ def main() -> None:
         "batched": (PregenConfig(placeholder_mode="constrained", batch_size=args.batch_size), args.batch_size),
         "batched-mask": (PregenConfig(placeholder_mode="mask", batch_size=args.batch_size), args.batch_size),
         "batched-generate": (PregenConfig(placeholder_mode="constrained", batch_size=args.batch_size), args.batch_size),
+        "batched-mask-generate": (PregenConfig(placeholder_mode="mask", batch_size=args.batch_size), args.batch_size),
     }
     arms = [a.strip() for a in args.arms.split(",")]
     unknown = [a for a in arms if a not in ARMS]
@@ -168,36 +188,34 @@ def main() -> None:
         for arm in arms[repeat % len(arms):] + arms[: repeat % len(arms)]:  # rotate the order each round
             runs[arm].append(run_arm(arm, seeds, backend, prompts, *configs[arm], judge))
     rows = [median_row(runs[arm]) if args.repeats > 1 else runs[arm][0] for arm in arms]
-    by_arm = {r["arm"]: r for r in rows}
 
-    def ratio(a: str, b: str, key: str) -> float | None:
-        return round(by_arm[a][key] / max(by_arm[b][key], 1e-9), 2) if a in by_arm and b in by_arm else None
+    ratios = {}
+    for name, a, b, key in RATIOS:
+        if a in runs and b in runs:  # per round, then the median over rounds
+            per_round = [round(x[key] / y[key], 3) for x, y in zip(runs[a], runs[b]) if y[key] > 0]
+            if not per_round:  # the denominator arm kept nothing in every round
+                continue
+            ratios[name] = {"arms": [a, b], "figure": key, "median": round(statistics.median(per_round), 2),
+                            "range": [min(per_round), max(per_round)], "rounds": per_round}
 
     summary = {
         "model": backend.model_id, "device": str(backend.model.device), "dtype": str(backend.model.dtype).removeprefix("torch."),
-        "seeds": len(seeds), "repeats": args.repeats,
+        "threads": torch.get_num_threads(), "seeds": len(seeds), "repeats": args.repeats,
         "meta_prompts": len(prompts), "batch_size": args.batch_size, "faithful_share_by_mode": FAITHFUL_SHARE,
-        **prompt_shape(seeds, backend, prompts, PregenConfig()), "arms": rows, "runs": runs,
-        "batching_speedup_generations_per_s": ratio("batched-mask", "reference", "generations_per_s"),
-        "pipeline_speedup_kept_per_s": ratio("batched", "reference", "kept_per_s"),
-        "decoder_speedup_generations_per_s": ratio("batched", "batched-generate", "generations_per_s"),
-        "mask_vs_constrained_faithful_kept_per_s": ratio("batched-mask", "batched", "faithful_kept_per_s"),
+        **prompt_shape(seeds, backend, prompts, PregenConfig()), "arms": rows, "runs": runs, "ratios": ratios,
     }
-    print(f"{'arm':<18} {'sec':>7} {'gen':>5} {'kept':>5} {'gen/s':>7} {'kept/s':>7} {'faithful/s':>10} {'ph-yield':>8} "
+    print(f"{'arm':<22} {'sec':>7} {'gen':>5} {'kept':>5} {'gen/s':>7} {'kept/s':>7} {'faithful/s':>10} {'ph-yield':>8} "
           f"{'kept-yield':>10} {'filters':>7}")
     for r in rows:
-        print(f"{r['arm']:<18} {r['seconds']:>7} {r['generated']:>5} {r['kept']:>5} {r['generations_per_s']:>7} "
+        print(f"{r['arm']:<22} {r['seconds']:>7} {r['generated']:>5} {r['kept']:>5} {r['generations_per_s']:>7} "
               f"{r['kept_per_s']:>7} {r['faithful_kept_per_s']:>10} {r['placeholder_yield']:>8.0%} {r['kept_yield']:>10.0%} "
               f"{r['filter_share']:>7.1%}")
     print(f"prompt tokens per request {summary['prompt_tokens_mean']}, shared by its meta-prompt's rows "
           f"{summary['shared_prefix_tokens_mean']}; mean reply tokens per arm: "
           + ", ".join(f"{r['arm']} {r['mean_reply_tokens']}" for r in rows))
-    for key, text in (("batching_speedup_generations_per_s", "batched decoding, same placeholder mode (batched-mask vs reference), generations/s"),
-                      ("pipeline_speedup_kept_per_s", "whole pipeline (batched vs reference), kept paraphrases/s"),
-                      ("decoder_speedup_generations_per_s", "shared-prefix decoder (batched vs batched-generate), generations/s"),
-                      ("mask_vs_constrained_faithful_kept_per_s", "mask vs constrained (batched-mask vs batched), faithful kept/s")):
-        if summary[key] is not None:
-            print(f"{text}: {summary[key]}x")
+    for name, ratio in ratios.items():
+        a, b = ratio["arms"]
+        print(f"{name} ({a} vs {b}, {ratio['figure']}): {ratio['median']}x, rounds {ratio['range'][0]}-{ratio['range'][1]}")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
 
