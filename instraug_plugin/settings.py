@@ -62,9 +62,11 @@ CommaSeparated = Annotated[Strings, AfterValidator(_split_commas)]  # "a, b" nam
 class EvalCallbackSettings(BaseModel):
     """The `instraug_eval_*` keys: the robustness evaluator run at epoch end during training."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, alias_generator=lambda name: EVAL_PREFIX + name)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True,
+                              alias_generator=lambda name: EVAL_PREFIX + name)
 
-    set: str = Field(min_length=1, description=f"path of an evaluation set, needed when any {EVAL_PREFIX}* key is given")
+    set: str = Field(min_length=1,
+                     description=f"path of an evaluation set, needed when any {EVAL_PREFIX}* key is given")
     variants: Literal[VARIANT_CHOICES] = "both"
     tasks: CommaSeparated = ()
     max_instances: int | None = Field(50, ge=1)
@@ -187,7 +189,8 @@ def _message(error: ErrorDetails, raw: Mapping[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         key = str(loc[-1])
         close = difflib.get_close_matches(key, KEYS, n=1)
-        return f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(KEYS))})")
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(sorted(KEYS))}"
+        return f"unknown key {key!r} ({hint})"
     key = _key(loc)
     if error["type"] == "missing":
         return f"{key}: required ({FIELDS[key].description})"
@@ -205,9 +208,10 @@ def _key(loc: tuple[int | str, ...]) -> str:
 
 def _expected(field: FieldInfo) -> str:
     """What a field accepts, in words, from its declared type and bounds."""
-    annotation, nullable = field.annotation, False
-    if type(None) in get_args(annotation):
-        (annotation,), nullable = [arg for arg in get_args(annotation) if arg is not type(None)], True
+    annotation, args = field.annotation, get_args(field.annotation)
+    nullable = type(None) in args
+    if nullable:
+        annotation = next(arg for arg in args if arg is not type(None))
     if get_origin(annotation) is Literal:
         choices = [str(choice) for choice in get_args(annotation)]
     else:
