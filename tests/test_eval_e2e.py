@@ -13,10 +13,10 @@ import pytest
 
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
-from instraug_plugin.evaluation.callback import EvalCallbackSettings
 from instraug_plugin.evaluation.evalset import load_eval_set
 from instraug_plugin.evaluation.metrics import get_metric
 from instraug_plugin.evaluation.shapes import TASKS, benchmark_templates, make_benchmark
+from instraug_plugin.settings import parse_config
 
 CLI = [str(Path(sys.executable).parent / "instraug-plugin")]
 
@@ -179,18 +179,18 @@ def test_batched_generation_matches_unbatched(bench: Path, tiny_llava: Path, mon
 
 
 def test_callback_settings_validation(bench: Path) -> None:
-    assert EvalCallbackSettings.from_keys({"learning_rate": 1.0}) is None
-    settings = EvalCallbackSettings.from_keys({"instraug_eval_set": str(bench / "eval.json"),
-                                               "instraug_eval_tasks": "shape_count, text_read",
-                                               "instraug_eval_max_instances": 1})
+    assert parse_config({"instraug_mode": "off"}).evaluation is None
+    settings = parse_config({"instraug_eval_set": str(bench / "eval.json"),
+                             "instraug_eval_tasks": "shape_count, text_read",
+                             "instraug_eval_max_instances": 1}).evaluation
     assert settings is not None and settings.tasks == ("shape_count", "text_read")
     assert len(settings.load_set().items()) == 2 * 10
     with pytest.raises(InstrAugError, match="instraug_eval_variant'"):
-        EvalCallbackSettings.from_keys({"instraug_eval_set": "x", "instraug_eval_variant": "both"})
+        parse_config({"instraug_eval_set": "x", "instraug_eval_variant": "both"})
     with pytest.raises(InstrAugError, match="instraug_eval_set: required"):
-        EvalCallbackSettings.from_keys({"instraug_eval_batch_size": 4})
+        parse_config({"instraug_eval_batch_size": 4})
     with pytest.raises(InstrAugError, match="instraug_eval_batch_size"):
-        EvalCallbackSettings.from_keys({"instraug_eval_set": "x", "instraug_eval_batch_size": 0})
+        parse_config({"instraug_eval_set": "x", "instraug_eval_batch_size": 0})
 
 
 @pytest.mark.slow

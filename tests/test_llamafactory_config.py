@@ -86,14 +86,14 @@ def test_live_quantization_without_bitsandbytes_is_refused(monkeypatch: pytest.M
 
 
 def test_strategies_come_from_the_torch_free_pipeline() -> None:
+    from instraug_plugin import settings
     from instraug_plugin.generation import pipeline
-    from instraug_plugin.integrations.llamafactory import config
 
-    assert config.STRATEGIES is pipeline.STRATEGIES
-    code = ("import sys, instraug_plugin.integrations.llamafactory.config; "
-            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    assert settings.STRATEGIES is pipeline.STRATEGIES
+    code = ("import sys, instraug_plugin.settings, instraug_plugin.integrations.llamafactory.config; "
+            "print('torch' in sys.modules, 'transformers' in sys.modules, 'llamafactory' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]
 
 
 def test_pool_mode_needs_a_pool() -> None:
