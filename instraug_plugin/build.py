@@ -3,12 +3,12 @@
 Same instances as the source; each instance's instruction is drawn once per copy with the same
 epsilon sampling as the training hook (original with probability epsilon, else a pool paraphrase),
 keyed by (seed, copy, row, turn). Answers, system prompts, images and placeholders are kept.
-Input: a LLaMA-Factory `dataset_info.json` (or its directory) plus a dataset name, or a LLaVA json.
+Input: a LLaMA-Factory `dataset_info.json` (or its directory) plus a dataset name, or a LLaVA json;
+its dataset format (`instraug_plugin.formats`) checks, rewrites and writes the rows.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 from collections import Counter
@@ -20,19 +20,17 @@ from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
-from instraug_plugin.core.rows import RowChecker, row_problem
-from instraug_plugin.core.sampling import Decision, InstructionRewriter, rewrite_messages
-from instraug_plugin.inputs.llamafactory import (
+from instraug_plugin.core.rows import RowChecker
+from instraug_plugin.core.sampling import InstructionRewriter
+from instraug_plugin.formats import (
     DATASET_INFO,
+    DatasetFormat,
+    LlavaFormat,
     dataset_entry,
-    entry_columns,
-    entry_tags,
+    get_dataset_format,
     load_rows,
-    row_contents,
-    row_task,
-    user_turns,
 )
-from instraug_plugin.inputs.llava import LLAVA_ENTRY
+from instraug_plugin.formats.base import row_task
 
 # Key of the dataset_info entries `build` writes: only an entry carrying it may be replaced (--overwrite).
 BUILD_MARKER = "instraug_build"
@@ -40,17 +38,17 @@ BUILD_MARKER = "instraug_build"
 
 @dataclass(frozen=True)
 class Source:
-    """A dataset file, its dataset_info entry and the directory relative media paths start from."""
+    """A dataset file, its dataset format and the directory relative media paths start from."""
 
     path: Path
-    entry: dict[str, Any]
+    format: DatasetFormat
     root: Path
     where: str = ""  # "dataset_info.json:name" or the LLaVA json, for error messages
     media_root: Path | None = None  # where media files are looked for; None: not checked (LLaVA json)
 
 
 def resolve_source(dataset: Path, name: str | None) -> Source:
-    """Find the data file and entry from `dataset_info.json` + name, or treat `dataset` as a LLaVA json.
+    """Find the data file and format from `dataset_info.json` + name, or treat `dataset` as a LLaVA json.
 
     Media files are checked relative to the dataset_info.json directory (LLaMA-Factory's default
     `media_dir`); a LLaVA json's image folder is known only at training time, so its files are not.
@@ -62,99 +60,12 @@ def resolve_source(dataset: Path, name: str | None) -> Source:
         if name is None:
             raise InstrAugError(f"{info_path}: --name is required to pick a dataset")
         entry = dataset_entry(read_json(info_path), name, str(info_path))
-        return Source(info_path.parent / str(entry["file_name"]), entry, info_path.parent, f"{info_path}:{name}",
-                      info_path.parent)
+        where = f"{info_path}:{name}"
+        return Source(info_path.parent / str(entry["file_name"]), get_dataset_format(entry, where), info_path.parent,
+                      where, info_path.parent)
     if not dataset.is_file():
         raise InstrAugError(f"dataset file not found: {dataset}")
-    return Source(dataset, {"file_name": dataset.name, **copy.deepcopy(LLAVA_ENTRY)}, dataset.parent, str(dataset))
-
-
-def _string(row: dict[str, Any], column: str | None, where: str) -> str:
-    value = row.get(column) if column else None
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise InstrAugError(f"{where}: column {column!r} is not a string")
-    return value
-
-
-def _rewrite_alpaca(row: dict[str, Any], columns: dict[str, Any], rewriter: InstructionRewriter, *,
-                    task: str | None, epoch: int, index: int, all_turns: bool, where: str) -> tuple[dict[str, Any], Decision]:
-    """Rewrite the instruction of an alpaca row, built into LLaMA-Factory's messages and mapped back.
-
-    The user turn is `prompt + "\\n" + query` as LLaMA-Factory joins it; the rewriter replaces only
-    the instruction part, so `query` stays as it is (unless the pool held the joined text itself,
-    then the rewritten turn goes to `prompt` and `query` is emptied: LLaMA-Factory sees the same turn).
-    """
-    prompt_col, query_col, history_col = columns["prompt"], columns["query"], columns["history"]
-    prompt, query = _string(row, prompt_col, where), _string(row, query_col, where)
-    history = row.get(history_col) if history_col else None
-    messages: list[dict[str, Any]] = []
-    if isinstance(history, list):
-        for i, pair in enumerate(history):
-            if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
-                raise InstrAugError(f"{where}: {history_col}[{i}] is not a [prompt, response] pair")
-            messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
-    messages.append({"role": "user", "content": "\n".join(part for part in (prompt, query) if part)})
-    new, decision = rewrite_messages(rewriter, messages, task=task, epoch=epoch, index=index, all_turns=all_turns)
-    out = copy.deepcopy(row)
-    if isinstance(history, list):
-        out[history_col] = [[new[2 * i]["content"], pair[1]] for i, pair in enumerate(history)]
-    content = new[-1]["content"]
-    if content != messages[-1]["content"]:
-        if prompt and query:
-            head = content.removesuffix("\n" + query)
-            out[prompt_col] = head
-            if head == content:  # the joined text itself was rewritten
-                out[query_col] = ""
-        elif prompt:
-            out[prompt_col] = content
-        else:
-            out[query_col] = content
-    return out, decision
-
-
-def _rewrite_conversation(row: dict[str, Any], entry: dict[str, Any], columns: dict[str, Any],
-                          rewriter: InstructionRewriter, *, task: str | None, epoch: int, index: int,
-                          all_turns: bool, where: str) -> tuple[dict[str, Any], Decision]:
-    """Rewrite user turns of a sharegpt/openai row; turns are counted without a leading system message."""
-    tags = entry_tags(entry, where)
-    column = columns["messages"]
-    if not column:
-        raise InstrAugError(f"{where}: columns.messages is not set")
-    messages = row.get(column)
-    if not isinstance(messages, list):
-        raise InstrAugError(f"{where}: no list column {column!r}")
-    user_turns(messages, tags, where=where, column=column)  # one-line errors for malformed messages
-    start = 1 if tags.system and messages and messages[0][tags.role] == tags.system else 0
-    new, decision = rewrite_messages(rewriter, messages[start:], task=task, epoch=epoch, index=index,
-                                     all_turns=all_turns, role=tags.role, content=tags.content, user=tags.user)
-    out = copy.deepcopy(row)
-    out[column] = copy.deepcopy(messages[:start] + new)
-    return out, decision
-
-
-def _rewrite_row(row: dict[str, Any], entry: dict[str, Any], rewriter: InstructionRewriter, *, task: str | None,
-                 epoch: int, index: int, all_turns: bool, where: str) -> tuple[dict[str, Any], Decision]:
-    """A copy of `row` with its instruction(s) rewritten (the shared `rewrite_messages` decides)."""
-    columns = entry_columns(entry, where)
-    if entry.get("formatting", "alpaca") == "alpaca":
-        return _rewrite_alpaca(row, columns, rewriter, task=task, epoch=epoch, index=index, all_turns=all_turns,
-                               where=where)
-    return _rewrite_conversation(row, entry, columns, rewriter, task=task, epoch=epoch, index=index,
-                                 all_turns=all_turns, where=where)
-
-
-def _absolute_media(row: dict[str, Any], entry: dict[str, Any], media_dir: Path) -> None:
-    """Make relative image/video/audio paths absolute (the output lives in another directory)."""
-    for kind in ("images", "videos", "audios"):
-        column = entry.get("columns", {}).get(kind)
-        value = row.get(column) if column else None
-        if isinstance(value, str):
-            row[column] = str((media_dir / value).resolve()) if (media_dir / value).exists() else value
-        elif isinstance(value, list):
-            row[column] = [str((media_dir / v).resolve()) if isinstance(v, str) and (media_dir / v).exists() else v
-                           for v in value]
+    return Source(dataset, LlavaFormat(str(dataset)), dataset.parent, str(dataset))
 
 
 def _check_output(data_path: Path, source: Source) -> None:
@@ -265,24 +176,25 @@ def build_dataset(
     out_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter({"rewritten": 0, "original": 0, "no_entry": 0})
     moved = output_dir.resolve() != (media_root or source.root).resolve()
+    dataset_format = source.format
     for index, (where, row) in enumerate(rows):
-        if not checker.ok(where, row_problem(*row_contents(row, source.entry, where), media_root)):
+        if not checker.ok(where, dataset_format.problem(row, where, media_root)):
             continue
         task = None if task_column is None else row_task(row, task_column, where)
         for k in range(copies):
-            new, decision = _rewrite_row(row, source.entry, rewriter, task=task, epoch=k, index=index,
-                                         all_turns=all_turns, where=where)
+            new, decision = dataset_format.rewrite(row, rewriter, task=task, epoch=k, index=index,
+                                                   all_turns=all_turns, where=where)
             if moved:
-                _absolute_media(new, source.entry, media_root or source.root)
+                dataset_format.absolute_media(new, media_root or source.root)
             out_rows.append(new)
             counts[decision] += 1
     if not out_rows:
         raise InstrAugError(f"{source.where}: no valid rows to write ({checker.summary() or 'the dataset is empty'})")
     marker = {"source": source.where, "pools": [str(p) for p in pools], "epsilon": epsilon, "seed": seed,
               "copies": copies}
-    info[output_name] = {**copy.deepcopy(source.entry), "file_name": data_path.name, BUILD_MARKER: marker}
-    _write_atomically({data_path: json.dumps(out_rows, ensure_ascii=False, indent=1),
-                       info_path: json.dumps(info, ensure_ascii=False, indent=2)}, output_dir)
+    data, entry = dataset_format.output(out_rows, data_path.name)
+    info[output_name] = {**entry, BUILD_MARKER: marker}
+    _write_atomically({data_path: data, info_path: json.dumps(info, ensure_ascii=False, indent=2)}, output_dir)
     return {"dataset": output_name, "file": str(data_path), "dataset_info": str(info_path),
             "instances": len(rows) - checker.total, "rows": len(out_rows), "invalid": dict(checker.skipped),
             **counts}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # `scheme://userinfo@` (a user name can be a token too) and secret-looking query parameters.
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
@@ -23,3 +24,9 @@ def redact(text: str) -> str:
 def one_line(text: str) -> str:
     """`text` with its whitespace (line breaks included) collapsed: a message fit for one stderr line."""
     return " ".join(text.split())
+
+
+def brief(names: Sequence[str], limit: int = 8) -> str:
+    """A short comma-separated listing of `names` for a message, e.g. "a, b, c, ... (+12 more)"."""
+    shown = ", ".join(names[:limit])
+    return f"{shown}, ... (+{len(names) - limit} more)" if len(names) > limit else shown

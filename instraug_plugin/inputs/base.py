@@ -1,21 +1,21 @@
-"""Shared types of the input readers: the Seed, a reader's raw output, and the reader interface.
+"""Shared types of the input readers: the Seed and the reader interface.
 
-A reader turns one input format into raw seeds grouped by task, each raw seed carrying a `where`
-label ("file:task[i]" or "file:row n") for error messages. Task selection, placeholder validation,
-deduplication and seed ids are applied afterwards, the same way for every format (see `registry`).
+A reader turns one kind of input (a template file, a dataset_info.json dataset, a LLaVA json) into
+raw seeds grouped by task (`formats.base.RawSeeds`; a dataset's rows are read by its dataset format),
+each raw seed carrying a `where` label ("file:task[i]" or "file:row n") for error messages. Task
+selection, placeholder validation, deduplication and seed ids are applied afterwards, the same way
+for every input (see `registry`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from instraug_plugin.core.instances import TEMPLATE
-
-DEFAULT_TASK = "default"
+from instraug_plugin.formats.base import RawSeeds
 
 
 @dataclass(frozen=True)
@@ -32,30 +32,8 @@ class Seed:
 
 
 @dataclass(frozen=True)
-class RawSeed:
-    """An instruction as read from the input, before validation and deduplication."""
-
-    task: str
-    text: str
-    where: str
-
-
-@dataclass
-class RawSeeds:
-    """A reader's output: raw seeds per task (in input order) and rows that yielded no instruction."""
-
-    tasks: dict[str, list[RawSeed]] = field(default_factory=dict)
-    skipped_rows: int = 0
-    invalid_rows: dict[str, int] = field(default_factory=dict)  # skipped invalid rows by kind (core.rows)
-
-    def add(self, task: str, text: str, where: str) -> None:
-        """Append one instruction to `task`."""
-        self.tasks.setdefault(task, []).append(RawSeed(task, text, where))
-
-
-@dataclass(frozen=True)
 class ReadOptions:
-    """Format options of `load_seeds` that readers see."""
+    """Options of `load_seeds` that readers see."""
 
     dataset: str | None = None
     task_column: str | None = None
@@ -65,7 +43,7 @@ class ReadOptions:
 
 
 class SeedReader(ABC):
-    """One input format. `matches` inspects the parsed JSON document; `read` extracts raw seeds."""
+    """One kind of input. `matches` inspects the parsed JSON document; `read` extracts raw seeds."""
 
     name: ClassVar[str]
 
@@ -78,8 +56,3 @@ class SeedReader(ABC):
     def read(self, path: Path, document: Any, options: ReadOptions) -> RawSeeds:
         """Raw seeds per task; raises InstrAugError naming file/task/key/row on bad input."""
 
-
-def brief(names: Sequence[str], limit: int = 8) -> str:
-    """A short comma-separated listing of `names`, e.g. "a, b, c, ... (+12 more)"."""
-    shown = ", ".join(names[:limit])
-    return f"{shown}, ... (+{len(names) - limit} more)" if len(names) > limit else shown

@@ -1,4 +1,5 @@
-"""LLaVA instruction data: a JSON list of `{id, image, conversations: [{from: human|gpt, value}]}`."""
+"""LLaVA instruction data: a JSON list of `{id, image, conversations: [{from: human|gpt, value}]}`,
+read by `formats.llava.LlavaFormat`."""
 
 from __future__ import annotations
 
@@ -6,19 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.core.rows import RowChecker, row_problem
-from instraug_plugin.inputs.base import RawSeeds, ReadOptions, SeedReader
-from instraug_plugin.inputs.llamafactory import (
-    ConversationTags,
-    add_turns,
-    row_contents,
-    row_task,
-    user_turns,
-)
-
-CONVERSATIONS = "conversations"
-# The dataset_info entry that reads a LLaVA json in LLaMA-Factory.
-LLAVA_ENTRY = {"formatting": "sharegpt", "columns": {"messages": CONVERSATIONS, "images": "image"}}
+from instraug_plugin.formats import LlavaFormat, RawSeeds
+from instraug_plugin.formats.llava import CONVERSATIONS
+from instraug_plugin.inputs.base import ReadOptions, SeedReader
 
 
 class LlavaReader(SeedReader):
@@ -35,17 +26,11 @@ class LlavaReader(SeedReader):
         return isinstance(document, list)
 
     def read(self, path: Path, document: Any, options: ReadOptions) -> RawSeeds:
-        raw = RawSeeds()
-        tags = ConversationTags()
-        checker = RowChecker(options.skip_invalid)
+        rows = []
         for i, row in enumerate(document):
             where = f"{path}:row {i}"
-            if not isinstance(row, dict) or CONVERSATIONS not in row:
+            if not isinstance(row, dict):
                 raise InstrAugError(f"{where}: expected an object with a {CONVERSATIONS!r} list")
-            if not checker.ok(where, row_problem(*row_contents(row, LLAVA_ENTRY, where), options.media_dir)):
-                continue
-            task = row_task(row, options.task_column, where)
-            texts = user_turns(row[CONVERSATIONS], tags, where=where, column=CONVERSATIONS)
-            add_turns(raw, task, texts, where, options.all_turns)
-        raw.invalid_rows = dict(checker.skipped)
-        return raw
+            rows.append((where, row))
+        return LlavaFormat(str(path)).read_seeds(rows, task_column=options.task_column, all_turns=options.all_turns,
+                                                 skip_invalid=options.skip_invalid, media_root=options.media_dir)

@@ -1,4 +1,7 @@
-"""Reader registry (in the style of LLaMA-Factory's converter registry) and the `load_seeds` entry point."""
+"""Input reader registry (which kind of input a path holds) and the `load_seeds` entry point.
+
+The rows of a dataset are read by its dataset format (`instraug_plugin.formats`).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.errors import InstrAugError, brief
 from instraug_plugin.core.instances import KIND_CHOICES, TEMPLATE, classify
 from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
 from instraug_plugin.core.pool import normalize
 from instraug_plugin.core.sampling import split_edge_media
-from instraug_plugin.inputs.base import RawSeeds, ReadOptions, Seed, SeedReader, brief
-from instraug_plugin.inputs.llamafactory import DATASET_INFO, LlamaFactoryReader
+from instraug_plugin.formats import DATASET_INFO, RawSeeds
+from instraug_plugin.inputs.base import ReadOptions, Seed, SeedReader
+from instraug_plugin.inputs.llamafactory import LlamaFactoryReader
 from instraug_plugin.inputs.llava import LlavaReader
 from instraug_plugin.inputs.templates import TemplateReader
 

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.inputs.base import RawSeeds, ReadOptions, SeedReader
+from instraug_plugin.formats import RawSeeds
+from instraug_plugin.inputs.base import ReadOptions, SeedReader
 
 
 class TemplateReader(SeedReader):
