@@ -164,9 +164,9 @@ def _recorded_options(ctx: typer.Context) -> dict[str, object]:
     `pregen --config OUT/manifest.json` reads back to rerun the same generation."""
     options: dict[str, object] = {}
     for param in ctx.command.params:
-        value = ctx.params[param.name]
         if param.name == "config":
             continue
+        value = ctx.params[param.name]
         if isinstance(value, Path):
             value = str(value.resolve())
         elif param.name == "api_base" and value is not None:
