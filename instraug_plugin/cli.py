@@ -6,11 +6,13 @@ import importlib
 import os
 import sys
 import traceback
+import typing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from instraug_plugin.core.configfile import OPTIONS_KEY, read_options
 from instraug_plugin.core.errors import InstrAugError, one_line, redact
 from instraug_plugin.core.filters import (
     DEFAULT_FIDELITY_JUDGE,
@@ -113,7 +115,7 @@ ApiKeyEnvOption = Annotated[str | None, typer.Option(help="openai: environment v
 MaxConcurrencyOption = Annotated[int | None, typer.Option(help="openai: requests in flight (default 8).")]
 RequestTimeoutOption = Annotated[float | None, typer.Option(help="openai: seconds per request (default 60).")]
 MaxRetriesOption = Annotated[int | None, typer.Option(help="openai: retries on connection errors, timeouts, 408/409/429/5xx (default 5).")]
-StructuredOutputsOption = Annotated[bool, typer.Option("--structured-outputs", help="openai: the server takes vLLM's structured_outputs regex (enables placeholder mode constrained).")]
+StructuredOutputsOption = Annotated[bool, typer.Option("--structured-outputs/--no-structured-outputs", help="openai: the server takes vLLM's structured_outputs regex (enables placeholder mode constrained).")]
 
 
 def check_output_dir(path: Path, option: str) -> None:
@@ -141,9 +143,63 @@ def _given(**options: object) -> dict[str, object]:
     return {key: value for key, value in options.items() if value is not None}
 
 
+POOL_MANIFEST = "instraug_pool_manifest"  # ctx.meta key: the folder of the pool manifest --config read
+
+
+def _read_pregen_config(ctx: typer.Context, path: Path | None) -> Path | None:
+    """`pregen --config FILE`: the file's options become the command's defaults (click's default_map),
+    so options given on the command line win. A pool manifest gives the options it recorded."""
+    if path is not None:
+        hints = typing.get_type_hints(pregen_command)
+        names = [param.name for param in ctx.command.params if param.name != "config"]
+        found = read_options(path, {name: hints[name] for name in names}, "pregen")
+        ctx.default_map = found.values
+        if found.manifest:
+            ctx.meta[POOL_MANIFEST] = path.parent
+    return path
+
+
+def _recorded_options(ctx: typer.Context) -> dict[str, object]:
+    """Every pregen option's final value (paths absolute, credentials in --api-base as ***): what
+    `pregen --config OUT/manifest.json` reads back to rerun the same generation."""
+    options: dict[str, object] = {}
+    for param in ctx.command.params:
+        if param.name == "config":
+            continue
+        value = ctx.params[param.name]
+        if isinstance(value, Path):
+            value = str(value.resolve())
+        elif param.name == "api_base" and value is not None:
+            value = redact(value)
+        options[param.name] = list(value) if isinstance(value, tuple | list) else value
+    return options
+
+
+def _typed(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was given on the command line (click's ParameterSource, compared by name:
+    Typer may bundle its own copy of click)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name == "COMMANDLINE"
+
+
+def _check_rerun(ctx: typer.Context) -> None:
+    """A rerun from a pool manifest writes to a new --out given on the command line, and needs
+    --api-base again when the recorded one had its credentials replaced by ***."""
+    config, out, api_base = ctx.params["config"], ctx.params["out"], ctx.params["api_base"]
+    if not _typed(ctx, "out"):
+        raise InstrAugError(f"--config {config}: a pool manifest; give --out, a new folder for the rerun's pool")
+    if out.resolve() == ctx.meta[POOL_MANIFEST].resolve():
+        raise InstrAugError(f"--out {out}: the folder of the manifest --config reads; a rerun there would only "
+                            "replay its cache.jsonl: give a new folder")
+    if api_base is not None and "***" in api_base and not _typed(ctx, "api_base"):
+        raise InstrAugError(f"--config {config}: the recorded --api-base had its credentials removed; give --api-base")
+
+
 @app.command("pregen")
 def pregen_command(
-    source: Annotated[Path, typer.Argument(help="Template JSON {task: [templates]}, LLaVA json, or dataset_info.json.")],
+    ctx: typer.Context,
+    source: Annotated[Path, typer.Argument(help="Template JSON {task: [templates]}, LLaVA json, or dataset_info.json (or source: in --config).")],
+    config: Annotated[Path | None, typer.Option(callback=_read_pregen_config, is_eager=True, help="YAML/JSON file of pregen options (option names with _ or -, e.g. min_fidelity: 0.8; flags given here win), or a pool's manifest.json to rerun that pool's generation (give a new --out).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Pool directory (pool.jsonl, manifest.json, cache.jsonl).")] = Path("runs/pool"),
     dataset: Annotated[str | None, typer.Option(help="Dataset name in dataset_info.json.")] = None,
     tasks: Annotated[str | None, typer.Option(help="Comma-separated task names to include.")] = None,
@@ -151,7 +207,7 @@ def pregen_command(
     task_column: Annotated[str | None, typer.Option(help="Dataset column naming each row's task.")] = None,
     all_turns: Annotated[bool, typer.Option(help="Take every user turn, not only the first.")] = False,
     instruction_kind: Annotated[str, typer.Option(help="auto (dataset rows: template when 2+ rows share the instruction or it has {fields}, else instance; template files: template) | template | instance. Instance-level seeds protect their content (quotes, numbers, names, the text after 'following sentence:') and their paraphrases must pass the answer check.")] = "auto",
-    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip dataset rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid/--no-skip-invalid", help="Skip dataset rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
     media_dir: Annotated[Path | None, typer.Option(help="Where the dataset's media files are (LLaMA-Factory's media_dir; default: the dataset_info.json folder; a LLaVA json's are checked only with this).")] = None,
     strategy: Annotated[str, typer.Option(help="single | multi_temperature | iterative")] = "single",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (single, iterative).")] = 0.6,
@@ -205,6 +261,8 @@ def pregen_command(
     from instraug_plugin.generation.prompts import load_meta_prompts
     from instraug_plugin.inputs import load_seed_set
 
+    if POOL_MANIFEST in ctx.meta:
+        _check_rerun(ctx)
     check_output_dir(out, "--out")  # before anything is read or any model loads
     if limit is not None and limit < 1:
         raise InstrAugError(f"--limit: expected a number >= 1, got {limit}")
@@ -256,7 +314,7 @@ def pregen_command(
                           "guided": sum(m.name.startswith("guided/") for m in meta_prompts),
                           "guides_file": None if guides is None else str(guides),
                           "names": [m.name for m in meta_prompts]},
-            invalid_rows=seed_set.invalid_rows,
+            invalid_rows=seed_set.invalid_rows, **{OPTIONS_KEY: _recorded_options(ctx)},
         )
     counts = result.counts
     print(

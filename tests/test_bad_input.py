@@ -131,6 +131,17 @@ def templates(tmp: Path, data: Any = None) -> Path:
     return write(tmp / "templates.json", data if data is not None else {"t": ["Describe the {object} in the image."]})
 
 
+def pregen_config(tmp: Path, text: str, name: str = "pregen.yaml") -> list[Any]:
+    """`pregen --config` over a config file with `text` (a pregen over the templates file otherwise)."""
+    return ["pregen", "--config", write(tmp / name, text.replace("{templates}", str(templates(tmp))))]
+
+
+def pool_manifest(tmp: Path, **options: Any) -> Path:
+    """A pool folder whose manifest records `options` as the pregen run's (the `options` key only if given)."""
+    recorded = {"options": {"source": str(templates(tmp)), "out": str(tmp / "p"), **options}} if options else {}
+    return write(tmp / "p" / "manifest.json", {"format": "instraug-pool/1", "seeds": 1, **recorded})
+
+
 def eval_set(tmp: Path, template: str = "What is the {shape}?") -> Path:
     return write(tmp / "eval" / "eval.json", {
         "format": "instraug-eval/1",
@@ -354,6 +365,43 @@ CASES = [
                     "--min-fidelity", 0], r"--quantization-bits does not apply to the openai backend"),
     Case("pregen-min-fidelity-out-of-range", lambda t: ["pregen", templates(t), "--out", t / "p", "--min-fidelity", 2],
          r"--min-fidelity must be in \[0, 1\]"),
+    Case("pregen-config-key-typo", lambda t: pregen_config(t, "source: {templates}\nmin-fidelty: 0.8\n"),
+         r"pregen\.yaml: unknown option 'min-fidelty' \(did you mean 'min_fidelity'\?\)"),
+    Case("pregen-config-unknown-key", lambda t: pregen_config(t, "source: {templates}\nwhatever: 1\n"),
+         r"pregen\.yaml: unknown option 'whatever' \(see 'instraug-plugin pregen --help'"),
+    Case("pregen-config-key-twice", lambda t: pregen_config(t, "min_fidelity: 0.5\nmin-fidelity: 0.6\n"),
+         r"pregen\.yaml: option 'min_fidelity' given twice"),
+    Case("pregen-config-not-a-number", lambda t: pregen_config(t, "source: {templates}\nmin_fidelity: high\n"),
+         r"pregen\.yaml: min_fidelity: expected a number, got 'high'"),
+    Case("pregen-config-bool-as-string", lambda t: pregen_config(t, "source: {templates}\ntask_shape: 'no'\n"),
+         r"pregen\.yaml: task_shape: expected true or false, got 'no'"),
+    Case("pregen-config-null", lambda t: pregen_config(t, "source: {templates}\ntemperature: null\n"),
+         r"pregen\.yaml: temperature: expected a number, got null"),
+    Case("pregen-config-int-for-count", lambda t: pregen_config(t, "source: {templates}\nlimit: 2.5\n"),
+         r"pregen\.yaml: limit: expected an integer or null, got 2\.5"),
+    Case("pregen-config-value-checked-like-a-flag", lambda t: pregen_config(t, "source: {templates}\nstrategy: random\n"),
+         r"strategy must be one of single, multi_temperature, iterative"),
+    Case("pregen-config-without-source", lambda t: pregen_config(t, "limit: 2\n"), r"Missing argument 'source'"),
+    Case("pregen-config-broken-yaml", lambda t: pregen_config(t, "limit: [2\n"), r"pregen\.yaml: not valid YAML \(.* at line 2"),
+    Case("pregen-config-not-a-mapping", lambda t: pregen_config(t, "- limit\n"),
+         r"pregen\.yaml: expected a mapping of pregen options, got list"),
+    Case("pregen-config-broken-json", lambda t: pregen_config(t, "{", "pregen.json"), r"pregen\.json: not valid JSON"),
+    Case("pregen-config-suffix", lambda t: pregen_config(t, "limit: 2\n", "pregen.txt"),
+         r"pregen\.txt: expected a \.yaml, \.yml or \.json pregen config"),
+    Case("pregen-config-missing", lambda t: ["pregen", "--config", t / "none.yaml"], r"pregen config not found: .*none\.yaml"),
+    Case("pregen-manifest-rerun-without-out", lambda t: ["pregen", "--config", pool_manifest(t, limit=1)],
+         r"--config .*manifest\.json: a pool manifest; give --out, a new folder"),
+    Case("pregen-manifest-rerun-into-its-folder",
+         lambda t: ["pregen", "--config", pool_manifest(t, limit=1), "--out", t / "p"],
+         r"--out .*p: the folder of the manifest --config reads"),
+    Case("pregen-manifest-without-options", lambda t: ["pregen", "--config", pool_manifest(t), "--out", t / "q"],
+         r"manifest\.json: a pool manifest without recorded options"),
+    Case("pregen-manifest-bad-recorded-value",
+         lambda t: ["pregen", "--config", pool_manifest(t, rounds="two"), "--out", t / "q"],
+         r"manifest\.json: rounds: expected an integer, got 'two'"),
+    Case("pregen-manifest-api-base-credentials-not-recorded",
+         lambda t: ["pregen", "--config", pool_manifest(t, backend="openai", model="m", api_base="http://***@127.0.0.1:9/v1"),
+                    "--out", t / "q"], r"the recorded --api-base had its credentials removed; give --api-base"),
     # ------------------------------------------------------------ stats
     Case("stats-out-is-a-file",  # issue reproduction (was a traceback)
          lambda t: ["stats", pool(t), "--out", write(t / "report", "x"), "--no-embeddings"],

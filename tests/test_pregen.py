@@ -186,3 +186,44 @@ def test_bad_input_is_one_line_without_traceback(tmp_path: Path, offline_env, co
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert re.search(message, lines[0]) and "Traceback" not in result.stderr
+
+
+SMALL_RUN = {"tasks": "GC,VG", "limit": 4, "direct_prompts": 2, "guided_prompts": 1, "samples_per_prompt": 2,
+             "batch_size": 4, "device": "cpu", "temperature": 0.7, "min_fidelity": 0.5}
+
+
+@pytest.mark.slow
+def test_pregen_reruns_from_its_manifest_and_from_a_yaml_config(tmp_path: Path, offline_env: dict[str, str]) -> None:
+    """A pool's manifest reruns it byte for byte; a YAML config with the same options gives the same pool
+    and the same recorded options; a flag given on the command line wins over the file and is recorded."""
+    flags = [str(a) for key, value in SMALL_RUN.items() for a in ("--" + key.replace("_", "-"), value)]
+    first = _run_cli("pregen", str(bundled_templates_file()), "--out", str(tmp_path / "a"), *flags, env=offline_env)
+    assert first.returncode == 0, first.stderr
+    manifest = read_manifest(tmp_path / "a")
+    recorded = manifest["options"]
+    assert {key: recorded[key] for key in SMALL_RUN} == SMALL_RUN
+    assert recorded["source"] == str(bundled_templates_file().resolve()) and recorded["out"] == str(tmp_path / "a")
+    assert recorded["strategy"] == "single" and recorded["extra_placeholder"] == []  # defaults recorded too
+    pool = (tmp_path / "a" / "pool.jsonl").read_text()
+    assert manifest["kept"] > 0, manifest["filters"]  # paraphrases, not only seeds, are compared below
+
+    rerun = _run_cli("pregen", "--config", str(tmp_path / "a" / "manifest.json"), "--out", str(tmp_path / "b"),
+                     env=offline_env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert (tmp_path / "b" / "pool.jsonl").read_text() == pool
+    rerun_manifest = read_manifest(tmp_path / "b")
+    assert rerun_manifest["options"] == recorded | {"out": str(tmp_path / "b")}
+    assert rerun_manifest["config"] == manifest["config"] and rerun_manifest["cache_hits"] == 0  # generated anew
+
+    # The YAML file: dashes or underscores, a relative source read from the working directory; the
+    # file's limit and out lose to the flags, which are recorded.
+    (tmp_path / "src.json").write_bytes(bundled_templates_file().read_bytes())
+    yaml_lines = [f"{key.replace('_', '-') if i % 2 else key}: {value}" for i, (key, value) in enumerate(SMALL_RUN.items())]
+    config = tmp_path / "pregen.yaml"
+    config.write_text("\n".join(["source: src.json", "out: not-this-folder", *yaml_lines]).replace("limit: 4", "limit: 1"))
+    from_yaml = subprocess.run([*CLI, "pregen", "--config", str(config), "--limit", "4", "--out", "c"], cwd=tmp_path,
+                               env=offline_env, capture_output=True, text=True, timeout=300, check=False)
+    assert from_yaml.returncode == 0, from_yaml.stderr
+    assert (tmp_path / "c" / "pool.jsonl").read_text() == pool and not (tmp_path / "not-this-folder").exists()
+    assert read_manifest(tmp_path / "c")["options"] == recorded | {"source": str(tmp_path / "src.json"),
+                                                                   "out": str(tmp_path / "c")}

@@ -36,6 +36,7 @@ from instraug_plugin.core.jsonfile import read_json_object
 
 POOL_FILE = "pool.jsonl"
 MANIFEST_FILE = "manifest.json"
+POOL_FORMAT = "instraug-pool/1"  # the manifest's `format`
 SEED_STRATEGY = "seed"
 
 

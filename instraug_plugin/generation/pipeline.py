@@ -27,7 +27,7 @@ from instraug_plugin.core.filters import Candidate, FidelityJudge, FilterChain, 
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, content_spec
 from instraug_plugin.core.language import language_of
 from instraug_plugin.core.placeholders import MaskedText, PlaceholderSpec
-from instraug_plugin.core.pool import SEED_STRATEGY, PoolRecord, write_pool
+from instraug_plugin.core.pool import POOL_FORMAT, SEED_STRATEGY, PoolRecord, write_pool
 from instraug_plugin.generation.prompts import MetaPrompt
 from instraug_plugin.inputs.base import Seed
 from instraug_plugin.judges import load_judge
@@ -347,7 +347,7 @@ def build_jobs(
 def manifest(config: PregenConfig, backend: RewriterBackend, result: PregenResult, **extra: object) -> dict:
     """The manifest written next to the pool."""
     return {
-        "format": "instraug-pool/1",
+        "format": POOL_FORMAT,
         "config": asdict(config),
         "backend": backend.name,
         "model": backend.model_id,

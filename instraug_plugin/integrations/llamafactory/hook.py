@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from instraug_plugin.core.configfile import read_mapping_file
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool, read_records
@@ -374,25 +375,7 @@ def install() -> None:
 def check_config_file(path: Path) -> None:
     """Parse a training config and validate its `instraug_*` keys before LLaMA-Factory is imported;
     InstrAugError naming the file and line (or the key) on a problem."""
-    import yaml
-
-    if path.suffix not in (".yaml", ".yml", ".json"):
-        raise InstrAugError(f"{path}: expected a .yaml, .yml or .json training config")
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except UnicodeDecodeError:
-        raise InstrAugError(f"{path}: not a UTF-8 text file") from None
-    except json.JSONDecodeError as exc:
-        raise InstrAugError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise InstrAugError(f"{path}: not valid YAML ({problem}{where})") from None
-    if not isinstance(data, dict):
-        raise InstrAugError(f"{path}: expected a mapping of training arguments, got {type(data).__name__}")
-    split_args(data)  # raises on a bad instraug_* key or value
+    split_args(read_mapping_file(path, "training config", "training arguments"))  # raises on a bad instraug_* key or value
 
 
 def launch_train(config: str, overrides: list[str]) -> None:
