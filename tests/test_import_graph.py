@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 PACKAGE = "instraug_plugin"
@@ -110,7 +111,7 @@ def _cycle_in(graph: dict[str, dict[str, int]], members: set[str], start: str) -
 
 
 def _describe(graph: dict[str, dict[str, int]], cycle: list[str]) -> str:
-    steps = [f"{a} (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:])]
+    steps = [f"{a} (line {graph[a][b]})" for a, b in pairwise(cycle)]
     return " -> ".join([*steps, cycle[-1]])
 
 

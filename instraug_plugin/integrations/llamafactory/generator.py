@@ -1,4 +1,5 @@
-"""Load a model the way LLaMA-Factory does and generate answers in batches; score an evaluation set.
+"""Load a model the way LLaMA-Factory does and generate answers in batches (`evaluation.runner`'s
+`AnswerGenerator`, for `instraug-plugin eval` and the robustness callback).
 
 Prompts go through the same template (`get_template_and_fix_tokenizer`) and multimodal plugin
 (`template.mm_plugin`: image token expansion, pixel values) as LLaMA-Factory training, so the model
@@ -8,7 +9,6 @@ sees at evaluation exactly the token layout it was trained on.
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.jsonfile import read_json_object
-from instraug_plugin.evaluation.evalset import EvalItem, EvalSet
-from instraug_plugin.evaluation.metrics import get_metric
-from instraug_plugin.evaluation.report import Report, ScoredItem, summarize
+from instraug_plugin.evaluation.runner import GenerationSettings
 
 if TYPE_CHECKING:
     import torch
@@ -26,15 +24,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizer, ProcessorMixin
 
 ADAPTER_CONFIG = "adapter_config.json"
+DEFAULT_SETTINGS = GenerationSettings()
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Greedy decoding settings for evaluation."""
-
-    batch_size: int = 8
-    max_new_tokens: int = 16
 
 
 @dataclass(frozen=True)
@@ -114,7 +105,7 @@ class Generator:
         tokenizer: PreTrainedTokenizer,
         processor: ProcessorMixin | None,
         template: Template,
-        settings: GenerationSettings = GenerationSettings(),
+        settings: GenerationSettings = DEFAULT_SETTINGS,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -123,7 +114,7 @@ class Generator:
         self.settings = settings
 
     @classmethod
-    def load(cls, resolved: ResolvedModel, settings: GenerationSettings = GenerationSettings()) -> Generator:
+    def load(cls, resolved: ResolvedModel, settings: GenerationSettings = DEFAULT_SETTINGS) -> Generator:
         """Load tokenizer, processor, template and model with LLaMA-Factory's own loaders (inference mode)."""
         from llamafactory.data import get_template_and_fix_tokenizer
         from llamafactory.hparams import get_infer_args
@@ -200,31 +191,3 @@ class Generator:
         finally:
             self.model.train(was_training)
         return outputs
-
-
-def score_items(items: Sequence[EvalItem], predictions: Sequence[str], eval_set: EvalSet) -> list[ScoredItem]:
-    """Score each prediction with its task's metric."""
-    scored = []
-    for item, prediction in zip(items, predictions, strict=True):
-        metric = get_metric(eval_set.tasks[item.instance.task].metric)
-        score = metric(prediction, item.instance.answers, item.instance.options)
-        scored.append(
-            ScoredItem(item.instance.task, item.variant, item.instance.id, prediction, item.instance.answers, score)
-        )
-    return scored
-
-
-def evaluate(
-    generator: Generator, eval_set: EvalSet, *, model_name: str, variants: str
-) -> tuple[Report, list[ScoredItem]]:
-    """Generate for every (instance, variant) pair, score, and summarize across variants."""
-    items = eval_set.items()
-    started = time.perf_counter()
-    predictions = generator.generate([(item.prompt, item.instance.images) for item in items])
-    seconds = time.perf_counter() - started
-    scored = score_items(items, predictions, eval_set)
-    metrics = {name: spec.metric for name, spec in eval_set.tasks.items()}
-    meta = {"n_generations": len(items), "generation_seconds": round(seconds, 2),
-            "batch_size": generator.settings.batch_size, "max_new_tokens": generator.settings.max_new_tokens}
-    report = summarize(scored, metrics, name=eval_set.name, model=model_name, variants=variants, meta=meta)
-    return report, scored
