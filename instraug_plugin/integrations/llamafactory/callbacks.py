@@ -13,12 +13,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
 from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.evaluation.callback import EvalCallbackSettings
 from instraug_plugin.evaluation.report import Report, write_report
 from instraug_plugin.evaluation.runner import GenerationSettings, evaluate
 from instraug_plugin.integrations.llamafactory.config import InstrAugConfig
@@ -26,6 +25,9 @@ from instraug_plugin.integrations.llamafactory.generator import Generator
 from instraug_plugin.integrations.llamafactory.live import LiveRefresher
 from instraug_plugin.integrations.llamafactory.session import STATS_FILE, Session
 from instraug_plugin.integrations.llamafactory.transform import epoch_stats
+
+if TYPE_CHECKING:
+    from instraug_plugin.evaluation.callback import EvalCallbackSettings
 
 LOG_PREFIX = "instraug_eval"
 
