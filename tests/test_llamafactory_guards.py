@@ -154,7 +154,7 @@ def _changed_preprocess(dataset: Any, data_args: Any, training_args: Any, stage:
     """A future `_get_preprocessed_dataset` whose `processor` parameter was renamed."""
 
 
-@pytest.mark.parametrize(("module", "name", "replacement", "message"), [
+@pytest.mark.parametrize(("owner", "name", "replacement", "message"), [
     ("llamafactory.data.loader", "_get_preprocessed_dataset", _changed_preprocess,
      r"changed llamafactory\.data\.loader\._get_preprocessed_dataset: instraug-plugin expects its parameters to "
      r"start with \(dataset, data_args, training_args, stage, template, tokenizer, processor, is_eval\), found "
@@ -163,8 +163,11 @@ def _changed_preprocess(dataset: Any, data_args: Any, training_args: Any, stage:
      r"changed llamafactory\.train\.tuner\.run_exp: .* start with \(args, callbacks\), found \(config, callbacks\)"),
     ("llamafactory.data.loader", "_get_dataset_processor", None,
      r"has no llamafactory\.data\.loader\._get_dataset_processor, which instraug-plugin patches"),
+    ("llamafactory.data.processor:SupervisedDatasetProcessor", "preprocess_dataset", lambda self, batch, cache: {},
+     r"changed llamafactory\.data\.processor\.SupervisedDatasetProcessor\.preprocess_dataset: .* found "
+     r"\(self, batch, cache\)"),
 ])
-def test_a_changed_llamafactory_stops_install_in_one_line(module: str, name: str, replacement: Any, message: str,
+def test_a_changed_llamafactory_stops_install_in_one_line(owner: str, name: str, replacement: Any, message: str,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     import importlib
@@ -175,7 +178,9 @@ def test_a_changed_llamafactory_stops_install_in_one_line(module: str, name: str
     from instraug_plugin.integrations.llamafactory import startup
     from instraug_plugin.integrations.llamafactory.patches import patch_tuner
 
-    target = importlib.import_module(module)
+    module_name, _, class_name = owner.partition(":")  # "module" or "module:Class"
+    target = importlib.import_module(module_name)
+    target = getattr(target, class_name) if class_name else target
     if replacement is None:
         monkeypatch.delattr(target, name)
     else:

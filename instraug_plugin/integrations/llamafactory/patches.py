@@ -38,16 +38,21 @@ from instraug_plugin.integrations.llamafactory.pretrain import (
 from instraug_plugin.integrations.llamafactory.session import ACTIVE, INDEX_COLUMN, TASK_COLUMN, start_session
 from instraug_plugin.integrations.llamafactory.transform import LazyTransform
 
-# (module, function, its first parameters in order): the wrappers call the originals positionally.
-RELIES_ON: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+Relied = tuple[tuple[str, str, tuple[str, ...]], ...]  # (module, function, its first parameters in order)
+# What the patches wrap or call: the wrappers receive and pass these parameters positionally or by name.
+RELIES_ON: Relied = (
     ("llamafactory.train.tuner", "run_exp", ("args", "callbacks")),
     ("llamafactory.hparams", "read_args", ("args",)),
     ("llamafactory.data.loader", "align_dataset", ("dataset", "dataset_attr", "data_args", "training_args")),
     ("llamafactory.data.loader", "_get_preprocessed_dataset",
      ("dataset", "data_args", "training_args", "stage", "template", "tokenizer", "processor", "is_eval")),
     ("llamafactory.data.loader", "_get_dataset_processor", ("data_args", "stage", "template", "tokenizer", "processor")),
+    ("llamafactory.data.processor", "SupervisedDatasetProcessor.preprocess_dataset", ("self", "examples")),
+    ("llamafactory.data.processor", "SupervisedDatasetProcessor.print_data_example", ("self", "example")),
+    ("llamafactory.data.mm_plugin", "BasePlugin.process_messages",  # wrapped per template by `media_cache`
+     ("self", "messages", "images", "videos", "audios", "processor")),
 )
-RELIES_ON_V1 = (("llamafactory.v1.launcher", "launch", ()),)
+RELIES_ON_V1: Relied = (("llamafactory.v1.launcher", "launch", ()),)
 V1_TRAIN_COMMANDS = ("train", "sft", "dpo", "rm")  # `llamafactory-cli <command>` that train under USE_V1
 
 
@@ -56,12 +61,14 @@ def _llamafactory_version() -> str:
     return str(getattr(module, "__version__", "(version unknown)"))
 
 
-def check_llamafactory(relies_on: tuple[tuple[str, str, tuple[str, ...]], ...] = RELIES_ON) -> None:
+def check_llamafactory(relies_on: Relied = RELIES_ON) -> None:
     """InstrAugError (one line) naming the first function the patches rely on that the installed
     LLaMA-Factory lacks or changed (its first parameters, by name and order)."""
     for module_name, name, params in relies_on:
         where = f"{module_name}.{name}"
-        function = getattr(importlib.import_module(module_name), name, None)
+        function: Any = importlib.import_module(module_name)
+        for part in name.split("."):  # a method: Class.method
+            function = getattr(function, part, None)
         if not callable(function):
             raise InstrAugError(f"LLaMA-Factory {_llamafactory_version()} has no {where}, which instraug-plugin "
                                 "patches; use a LLaMA-Factory release it supports (0.9.x)")
