@@ -19,7 +19,7 @@ from instraug_plugin.integrations.llamafactory.pretrain import UNSUPPORTED_ENV, 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEMO_POOL = REPO / "dataset_info" / "instraug_demo" / "pool"
-SWITCHES = ("USE_V1", "USE_MCA", "USE_MEGATRON_BRIDGE")  # LLaMA-Factory main (0.9.6.dev0) paths
+SWITCHES = ("USE_V1", "USE_MCA", "USE_MEGATRON_BRIDGE")  # the v1 trainer and the Megatron paths
 
 
 @pytest.fixture(autouse=True)

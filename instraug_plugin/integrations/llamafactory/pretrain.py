@@ -39,7 +39,7 @@ from instraug_plugin.integrations.llamafactory.session import TASK_COLUMN, Sessi
 LOW_COVERAGE = 0.5  # warn when fewer than half of a task's distinct instructions have a paraphrase
 MEDIA_COLUMNS = {"images": "_images", "videos": "_videos", "audios": "_audios"}
 SPLIT_BEFORE_PREPROCESS = (0, 9, 5)  # from this release on, val_size splits the raw rows before preprocessing
-# LLaMA-Factory's switches to training paths that never go through the patched `_get_preprocessed_dataset`
+# LLaMA-Factory's switches to training paths the plugin does not augment: each would train unaugmented
 UNSUPPORTED_ENV = {
     "USE_RAY": "Ray workers are not supported with instraug_mode (use torchrun)",
     "USE_V1": "LLaMA-Factory's v1 trainer reads data through its own DataEngine, which instraug_mode does not rewrite",
