@@ -22,6 +22,7 @@ Without --model, the tiny offline LLaVA of tests/tiny_llava.py is built in a tem
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -80,14 +81,12 @@ def per_sample_costs(model: Path, tmp: Path, data_dir: Path, n: int) -> dict[str
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
+    from instraug_plugin.core.sampling import rewrite_messages
     from instraug_plugin.integrations.llamafactory.config import split_args
     from instraug_plugin.integrations.llamafactory.encode_cache import with_encode_cache
-    from instraug_plugin.integrations.llamafactory.hook import (
-        media_placeholders,
-        rewrite_messages,
-        start_session,
-    )
     from instraug_plugin.integrations.llamafactory.media_cache import MediaExpansionCache
+    from instraug_plugin.integrations.llamafactory.patches import media_placeholders
+    from instraug_plugin.integrations.llamafactory.session import start_session
 
     config, rest = split_args(base_config(model, tmp / "micro", data_dir))
     assert config is not None and isinstance(rest, dict)
@@ -136,8 +135,9 @@ def data_path_costs(model: Path, tmp: Path, data_dir: Path, epochs: int, repeats
     from llamafactory.model import load_tokenizer
     from torch.utils.data import DataLoader
 
-    from instraug_plugin.integrations.llamafactory import hook
     from instraug_plugin.integrations.llamafactory.config import split_args
+    from instraug_plugin.integrations.llamafactory.patches import install
+    from instraug_plugin.integrations.llamafactory.session import ACTIVE, start_session
 
     config, rest = split_args(base_config(model, tmp / "data_path", data_dir))
     assert config is not None and isinstance(rest, dict)
@@ -146,17 +146,14 @@ def data_path_costs(model: Path, tmp: Path, data_dir: Path, epochs: int, repeats
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
     collator = SFTDataCollatorWith4DAttentionMask(template=template, model=None, pad_to_multiple_of=8,
                                                   label_pad_token_id=-100, **tokenizer_module)
-    hook.install()  # inert while hook.SESSION is None: that is the pool-off arm
+    install()  # inert while no session is running: that is the pool-off arm
 
     def run(pool: bool) -> list[float]:
         template.mm_plugin.__dict__.pop("process_messages", None)  # a fresh media cache per run
-        session = hook.start_session(config, 42)
-        hook.SESSION = session if pool else None
-        try:
+        session = start_session(config, 42)
+        with ACTIVE.running(session) if pool else contextlib.nullcontext():
             dataset = loader.get_dataset(template, model_args, data_args, training_args, "sft",
                                          **tokenizer_module)["train_dataset"]
-        finally:
-            hook.SESSION = None
         per_epoch = []
         for epoch in range(epochs):
             session.state.epoch = epoch
@@ -263,8 +260,8 @@ def live_refresh(tmp: Path, seeds: int) -> dict[str, Any]:
     from datasets import Dataset
 
     from instraug_plugin.integrations.llamafactory.config import parse_config
-    from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, start_session
     from instraug_plugin.integrations.llamafactory.live import LiveRefresher
+    from instraug_plugin.integrations.llamafactory.session import INDEX_COLUMN, start_session
 
     rows = json.loads((REPO / "dataset_info" / "instraug_demo" / "demo.json").read_text())
     config = parse_config({"instraug_mode": "live", "instraug_live_quantization_bit": 4,

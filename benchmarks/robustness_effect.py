@@ -346,7 +346,8 @@ class SharedTrunkEvaluator:
         from transformers.masking_utils import create_causal_mask
 
         from instraug_plugin.evaluation.evalset import load_eval_set
-        from instraug_plugin.evaluation.runner import GenerationSettings, Generator, resolve_model
+        from instraug_plugin.evaluation.runner import GenerationSettings
+        from instraug_plugin.integrations.llamafactory.generator import Generator, resolve_model
 
         self.template = template
         self.settings = GenerationSettings(batch_size=batch_size, max_new_tokens=max_new_tokens)
@@ -399,7 +400,8 @@ class SharedTrunkEvaluator:
         import torch
         from transformers import DynamicCache
 
-        from instraug_plugin.evaluation.runner import Generator, resolve_model, score_items
+        from instraug_plugin.evaluation.runner import score_items
+        from instraug_plugin.integrations.llamafactory.generator import Generator, resolve_model
 
         gen = Generator.load(resolve_model(str(model_dir), template=self.template), self.settings)
         model = gen.model.eval()

@@ -37,7 +37,7 @@ class PhaseClock(TrainerCallback):
 
 def main() -> None:
     config, out = Path(sys.argv[1]), Path(sys.argv[2])
-    from instraug_plugin.integrations.llamafactory.hook import install
+    from instraug_plugin.integrations.llamafactory.patches import install
 
     install()
     from llamafactory.train.tuner import run_exp

@@ -405,7 +405,7 @@ def train_command(
     config: Annotated[Path, typer.Argument(help="LLaMA-Factory YAML/JSON config, instraug_* keys included.")],
 ) -> None:
     """Run `llamafactory-cli train CONFIG` (plus key=value overrides) with the plugin, no startup hook needed."""
-    from instraug_plugin.integrations.llamafactory.hook import launch_train
+    from instraug_plugin.integrations.llamafactory.launcher import launch_train
 
     launch_train(str(config), list(ctx.args))
 
@@ -463,7 +463,8 @@ def eval_command(
     """Score a model under every instruction variant: per-task mean/std/min/max, Sensitivity; JSON, markdown, PNG."""
     from instraug_plugin.evaluation.evalset import load_eval_set
     from instraug_plugin.evaluation.report import to_markdown, write_report
-    from instraug_plugin.evaluation.runner import GenerationSettings, Generator, evaluate, resolve_model
+    from instraug_plugin.evaluation.runner import GenerationSettings, evaluate
+    from instraug_plugin.integrations.llamafactory.generator import Generator, resolve_model
 
     if batch_size < 1 or max_new_tokens < 1 or (max_instances is not None and max_instances < 1):
         raise InstrAugError("--batch-size, --max-new-tokens and --max-instances must be >= 1")

@@ -455,8 +455,8 @@ def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Any rewriter, judge or evaluated model that would load fails the test."""
     from instraug_plugin import judges
     from instraug_plugin.backends import registry
-    from instraug_plugin.evaluation import runner
     from instraug_plugin.generation import pipeline
+    from instraug_plugin.integrations.llamafactory import generator
 
     def loaded(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a model was loaded before the input was checked")
@@ -465,8 +465,8 @@ def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(registry.BACKENDS, name, loaded)
     monkeypatch.setattr(judges, "load_judge", loaded)
     monkeypatch.setattr(pipeline, "load_judge", loaded)
-    monkeypatch.setattr(runner, "resolve_model", loaded)
-    monkeypatch.setattr(runner.Generator, "load", loaded)
+    monkeypatch.setattr(generator, "resolve_model", loaded)
+    monkeypatch.setattr(generator.Generator, "load", loaded)
 
 
 def test_battery_has_every_verb_and_enough_cases() -> None:

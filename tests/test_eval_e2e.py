@@ -167,7 +167,8 @@ def test_batched_generation_matches_unbatched(bench: Path, tiny_llava: Path, mon
                                               offline_env: dict[str, str]) -> None:
     for key in ("HF_HUB_OFFLINE", "HF_HOME", "DISABLE_VERSION_CHECK"):
         monkeypatch.setenv(key, offline_env[key])
-    from instraug_plugin.evaluation.runner import GenerationSettings, Generator, resolve_model
+    from instraug_plugin.evaluation.runner import GenerationSettings
+    from instraug_plugin.integrations.llamafactory.generator import Generator, resolve_model
 
     data = load_eval_set(bench / "eval.json", variants="both", max_instances_per_task=1)
     prompts = [(item.prompt, item.instance.images) for item in data.items()][:12]
@@ -219,7 +220,7 @@ def test_callback_logs_during_llamafactory_training(tmp_path: Path, bench: Path,
 
 
 def test_bad_adapter_config_is_one_line(tmp_path: Path) -> None:
-    from instraug_plugin.evaluation.runner import resolve_model
+    from instraug_plugin.integrations.llamafactory.generator import resolve_model
 
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -237,7 +238,7 @@ def test_bad_adapter_config_is_one_line(tmp_path: Path) -> None:
 def test_any_model_load_error_is_one_line(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
     import llamafactory.hparams
 
-    from instraug_plugin.evaluation.runner import Generator, ResolvedModel
+    from instraug_plugin.integrations.llamafactory.generator import Generator, ResolvedModel
 
     def fail(args: object) -> None:
         raise error

@@ -308,8 +308,8 @@ def test_answer_check_reproduces_the_published_figures() -> None:
 def test_live_mode_classifies_training_instructions(scope: str, expected: set[tuple[str, str]]) -> None:
     from datasets import Dataset
 
-    from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, start_session
     from instraug_plugin.integrations.llamafactory.live import LiveRefresher
+    from instraug_plugin.integrations.llamafactory.session import INDEX_COLUMN, start_session
 
     session = start_session(parse_config({"instraug_mode": "live", "instraug_scope": scope}), 42)
     prompts = [[{"role": "user", "content": text}] for text in

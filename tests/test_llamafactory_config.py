@@ -127,22 +127,22 @@ def test_startup_hook_acts_only_for_llamafactory(argv0: str, expected: bool) -> 
 
 def test_other_python_processes_are_untouched() -> None:
     code = ("import sys; print(any(type(f).__name__ == '_PostImportFinder' for f in sys.meta_path),"
-            " 'llamafactory' in sys.modules, 'instraug_plugin.integrations.llamafactory.hook' in sys.modules)")
+            " 'llamafactory' in sys.modules, 'instraug_plugin.integrations.llamafactory.patches' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "False"]
 
 
-@pytest.mark.parametrize(("data", "training", "stage", "message"), [
-    ({"packing": True}, {}, "sft", "packing: incompatible"),
-    ({"streaming": True}, {}, "sft", "streaming: incompatible"),
-    ({"tokenized_path": "/tmp/tok"}, {}, "sft", "tokenized_path: incompatible"),
-    ({}, {}, "dpo", "stage: sft only"),
+@pytest.mark.parametrize(("data", "stage", "message"), [
+    ({"packing": True}, "sft", "packing: incompatible"),
+    ({"streaming": True}, "sft", "streaming: incompatible"),
+    ({"tokenized_path": "/tmp/tok"}, "sft", "tokenized_path: incompatible"),
+    ({}, "dpo", "stage: sft only"),
 ])
-def test_unsupported_settings_are_rejected(data: dict, training: dict, stage: str, message: str) -> None:
-    from instraug_plugin.integrations.llamafactory.hook import _check_supported
+def test_unsupported_settings_are_rejected(data: dict, stage: str, message: str) -> None:
+    from instraug_plugin.integrations.llamafactory.pretrain import check_supported
 
     with pytest.raises(InstrAugError, match=message):
-        _check_supported(SimpleNamespace(**data), SimpleNamespace(**training), stage)
+        check_supported(SimpleNamespace(**data), stage)
 
 
 @pytest.mark.parametrize(("version", "val_size", "refused"), [
@@ -153,13 +153,13 @@ def test_val_size_is_refused_before_llamafactory_0_9_5(monkeypatch: pytest.Monke
                                                         val_size: float, refused: bool) -> None:
     import llamafactory
 
-    from instraug_plugin.integrations.llamafactory.hook import _check_supported
+    from instraug_plugin.integrations.llamafactory.pretrain import check_supported
 
     monkeypatch.setattr(llamafactory, "__version__", version)
-    data, training = SimpleNamespace(val_size=val_size), SimpleNamespace()
+    data = SimpleNamespace(val_size=val_size)
     if not refused:
-        _check_supported(data, training, "sft")
+        check_supported(data, "sft")
         return
     with pytest.raises(InstrAugError, match=rf"^val_size: incompatible with instraug_mode on LLaMA-Factory {version[:5]}") as info:
-        _check_supported(data, training, "sft")
+        check_supported(data, "sft")
     assert "\n" not in str(info.value)

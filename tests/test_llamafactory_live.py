@@ -10,8 +10,8 @@ from test_llamafactory_train import data_dir, samples, train  # noqa: F401 - dat
 
 from instraug_plugin.core.pool import read_records
 from instraug_plugin.integrations.llamafactory.config import parse_config
-from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, start_session
 from instraug_plugin.integrations.llamafactory.live import LiveRefresher
+from instraug_plugin.integrations.llamafactory.session import INDEX_COLUMN, start_session
 
 pytestmark = pytest.mark.slow
 

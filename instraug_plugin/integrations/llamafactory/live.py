@@ -22,7 +22,13 @@ from instraug_plugin.core.instances import INSTANCE, TEMPLATE, classify
 from instraug_plugin.core.placeholders import PlaceholderSpec
 from instraug_plugin.core.pool import Pool, PoolRecord, normalize, write_pool
 from instraug_plugin.core.sampling import split_edge_media
-from instraug_plugin.integrations.llamafactory.hook import INDEX_COLUMN, TASK_COLUMN, Session, live_pool_dir
+from instraug_plugin.inputs.base import Seed
+from instraug_plugin.integrations.llamafactory.session import (
+    INDEX_COLUMN,
+    TASK_COLUMN,
+    Session,
+    live_pool_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +62,8 @@ class LiveRefresher:
         self.refreshes = 0
         self.last: dict[str, float] = {}
 
-    def seeds(self) -> list[Any]:
+    def seeds(self) -> list[Seed]:
         """Distinct instructions (user turns, media tokens at the edges stripped) of the training split."""
-        from instraug_plugin.inputs.base import Seed
-
         dataset = self.session.train_dataset
         if dataset is None:
             return []

@@ -1,0 +1,115 @@
+"""The state of one training run with `instraug_*` keys: the session, the epoch in shared memory, and
+the one holder (`ACTIVE`) through which LLaMA-Factory's patched data loader finds the running session."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
+from instraug_plugin.core.pool import Pool
+from instraug_plugin.core.sampling import InstructionRewriter
+from instraug_plugin.integrations.llamafactory.config import InstrAugConfig
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+INDEX_COLUMN = "_instraug_index"  # the row's index in the training split: the draw depends on it
+TASK_COLUMN = "_instraug_task"  # the row's task (`instraug_task_column`), added while aligning
+STATS_FILE = "instraug_stats.jsonl"
+SAMPLES_DIR = "instraug_samples"
+
+
+class EpochState:
+    """The epoch the callback publishes in each rank's main process, in shared memory: DataLoader
+    workers, forked for each epoch or persistent across epochs, read the current value at every
+    fetch (the trainer calls `on_epoch_begin` before it starts the epoch's iterator). Live mode also
+    bumps `pool_version` after each refresh, so workers reload the pool it wrote."""
+
+    def __init__(self) -> None:
+        self._epoch = multiprocessing.RawValue("q", 0)
+        self._training = multiprocessing.RawValue("b", 0)
+        self._pool_version = multiprocessing.RawValue("q", 0)
+
+    @property
+    def pool_version(self) -> int:
+        """How many times live mode has published a refreshed pool (`live_pool_dir`)."""
+        return self._pool_version.value
+
+    def publish_pool(self) -> None:
+        """Tell every DataLoader worker, persistent ones included, to load the refreshed pool."""
+        self._pool_version.value += 1
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.value
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self._epoch.value = value
+
+    @property
+    def training(self) -> bool:
+        return bool(self._training.value)
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        self._training.value = int(value)
+
+
+@dataclass
+class Session:
+    """Everything one `run_exp` call with `instraug_*` keys needs."""
+
+    config: InstrAugConfig
+    rewriter: InstructionRewriter
+    state: EpochState = field(default_factory=EpochState)
+    train_dataset: Dataset | None = None
+    output_dir: str = "."
+    fallbacks: int = 0
+    pretrain: dict[str, Any] = field(default_factory=dict)  # coverage, skipped rows, warnings (stats records)
+    pool_version: int = 0  # the live refresh this process's `rewriter.pool` holds (`EpochState.pool_version`)
+
+    def __post_init__(self) -> None:
+        self.base_records = list(self.rewriter.pool.records)  # the configured pools; live refreshes add to them
+
+
+def start_session(config: InstrAugConfig, default_seed: int) -> Session:
+    """Load the pool(s) once and build the rewriter; the hot path never reads files."""
+    spec = PlaceholderSpec(extra_patterns=config.placeholder_regex) if config.placeholder_regex else DEFAULT_SPEC
+    pool = Pool.load(*map(Path, config.pool), scope=config.scope) if config.pool else Pool([])
+    seed = default_seed if config.seed is None else config.seed
+    return Session(config, InstructionRewriter(pool, config.epsilon, seed, spec))
+
+
+def live_pool_dir(output_dir: str) -> Path:
+    """Where live mode writes the paraphrases of this rank's latest refresh for its DataLoader workers."""
+    return Path(output_dir) / "instraug_live" / f"current-rank{os.environ.get('RANK', '0')}"
+
+
+class ActiveSession:
+    """The session of the `run_exp` call in progress in this process, if any: set only by `running`."""
+
+    def __init__(self) -> None:
+        self._session: Session | None = None
+
+    @property
+    def session(self) -> Session | None:
+        return self._session
+
+    @contextmanager
+    def running(self, session: Session) -> Iterator[Session]:
+        """Make `session` the active one for the duration of the block (one training run)."""
+        previous, self._session = self._session, session
+        try:
+            yield session
+        finally:
+            self._session = previous
+
+
+ACTIVE = ActiveSession()
