@@ -51,6 +51,11 @@ def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+def _yaml_off(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted `off` as false: `instraug_mode: off` means "off"."""
+    return "off" if value is False else value
+
+
 def _split_commas(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
 
@@ -86,7 +91,7 @@ class InstrAugConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, alias_generator=lambda name: PREFIX + name)
 
-    mode: Literal["off", "pool", "live"] = "pool"
+    mode: Annotated[Literal["off", "pool", "live"], BeforeValidator(_yaml_off)] = "pool"
     pool: CommaSeparated = Field((), validate_default=True)
     epsilon: float = Field(0.5, ge=0.0, le=1.0)
     seed: int | None = Field(None, ge=0)

@@ -141,3 +141,14 @@ def test_config_is_frozen_and_survives_pickling() -> None:
     assert pickle.loads(pickle.dumps(config)) == config
     with pytest.raises(ValueError, match="frozen"):
         config.epsilon = 0.3  # type: ignore[misc]
+
+
+def test_unquoted_yaml_off_means_mode_off():
+    """YAML reads `instraug_mode: off` as false; the user meant the mode "off" (a real YAML load, no quoting)."""
+    import yaml
+
+    raw = yaml.safe_load("instraug_mode: off\n")
+    assert raw == {"instraug_mode": False}
+    assert parse_config(raw).mode == "off"
+    with pytest.raises(InstrAugError, match=r"^instraug_mode: expected off \| pool \| live, got True$"):
+        parse_config(yaml.safe_load("instraug_mode: on\n"))
