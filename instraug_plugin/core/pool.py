@@ -169,14 +169,12 @@ def scoped_records(path: Path, scope: str = "template") -> list[PoolRecord]:
 
 
 class Pool:
-    """Records indexed by task and by normalized seed text, for fast lookup on the training hot path."""
+    """Records indexed by (task, normalized seed text), for fast lookup on the training hot path."""
 
     def __init__(self, records: Iterable[PoolRecord]):
         self.records: list[PoolRecord] = list(records)
-        self._by_task: dict[str, list[PoolRecord]] = defaultdict(list)
         self._variants_by_seed: dict[tuple[str | None, str], list[str]] = defaultdict(list)
         for record in self.records:
-            self._by_task[record.task].append(record)
             if not record.is_seed:
                 key = normalize(record.seed)
                 for task in (record.task, None):
@@ -189,13 +187,6 @@ class Pool:
         """Load and merge one or more pools, keeping the instance-level paraphrases `scope` allows
         (`scoped_records`)."""
         return cls(record for path in paths for record in scoped_records(Path(path), scope))
-
-    @property
-    def tasks(self) -> list[str]:
-        return sorted(self._by_task)
-
-    def by_task(self, task: str) -> list[PoolRecord]:
-        return self._by_task.get(task, [])
 
     def variants(self, seed_text: str, task: str | None = None) -> list[str]:
         """Kept paraphrases of `seed_text` (matched after normalization); [] if none.
