@@ -78,7 +78,7 @@ class SentinelLogitsProcessor(LogitsProcessor):
     ):
         self.vocab = vocab
         self.constraints = list(constraints)
-        self.states: list[ConstraintState | None] = [c.start() if c else None for c in self.constraints]
+        self.states: list[ConstraintState | None] = [c.start() if c is not None else None for c in self.constraints]
         self.max_new_tokens = list(max_new_tokens)
         self.steps = 0
         self.started = False  # the first call sees only the prompt
