@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from instraug_plugin.backends.base import GenerationRequest
+from instraug_plugin.core.replies import STOP, Reply
 
 if TYPE_CHECKING:
     from instraug_plugin.backends.transformers_backend import TransformersBackend
@@ -46,14 +47,14 @@ class OpenAIServer:
     """`with OpenAIServer(backend) as server: ... server.api_base ...`.
 
     `backend` None serves fault tests that never reach generation (a request that does gets 500).
-    `replies` maps each request's `seed` to the reply sent.
+    `replies` maps each request's `seed` to the reply sent, with the finish reason sent (`Reply`).
     """
 
     def __init__(self, backend: TransformersBackend | None, faults: Faults | None = None):
         self.backend = backend
         self.faults = faults or Faults()
         self.received: list[Received] = []
-        self.replies: dict[int, str] = {}
+        self.replies: dict[int, Reply] = {}
         self.max_in_flight = 0
         self._in_flight = 0
         self._state = threading.Lock()
@@ -111,19 +112,21 @@ class OpenAIServer:
             max_new_tokens=int(body.get("max_tokens", 64)), sample_index=seed, single_line="\n" in stop,
         )
         with self._model:
-            text = self.backend.generate([request])[0]
+            reply = self.backend.generate([request])[0]
+            text, finish_reason = str(reply), reply.finish_reason  # `length`: the budget cut it off
             tokenizer = self.backend.tokenizer
             prompt = tokenizer.apply_chat_template(body["messages"], tokenize=False, add_generation_prompt=True)
             prompt_tokens, completion_tokens = (len(ids) for ids in tokenizer([prompt, text], add_special_tokens=False)["input_ids"])
         for marker in stop:
-            text = text.split(marker, 1)[0]
+            if marker in text:
+                text, finish_reason = text.split(marker, 1)[0], STOP
         with self._state:
-            self.replies[seed] = text
+            self.replies[seed] = Reply(text, finish_reason)
         return {
             "id": f"chatcmpl-{seed}", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
             "choices": [{
                 "index": 0, "message": {"role": "assistant", "content": text},
-                "finish_reason": "length" if completion_tokens >= request.max_new_tokens else "stop",
+                "finish_reason": finish_reason,
             }],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},

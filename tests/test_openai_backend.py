@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.openai_backend import SEED_BITS, OpenAIBackend, request_body
-from instraug_plugin.backends.sentinel_regex import sentinel_regex
 from instraug_plugin.cli import app
+from instraug_plugin.core.constraint import PlaceholderConstraint
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
 from instraug_plugin.core.pool import read_manifest, read_records
@@ -59,7 +59,7 @@ def test_request_body_carries_sampling_a_stable_seed_and_the_single_line_stop() 
 def test_structured_outputs_carry_the_placeholder_regex_for_vllm_servers() -> None:
     constrained = GenerationRequest(REQUEST.messages, 0.7, required_spans=("{A}", "{B}"), single_line=True)
     body = request_body(constrained, "smollm2", "openai:smollm2", structured_outputs=True)
-    assert body["structured_outputs"] == {"regex": sentinel_regex(["{A}", "{B}"], single_line=True)}
+    assert body["structured_outputs"] == {"regex": PlaceholderConstraint(["{A}", "{B}"], single_line=True).to_regex()}
     assert "stop" not in body and "structured_outputs" not in request_body(constrained, "smollm2", "openai:smollm2")
     backend = OpenAIBackend("smollm2", "http://127.0.0.1:9/v1", structured_outputs=True)
     assert backend.supports_constraints and not OpenAIBackend("smollm2", "http://127.0.0.1:9/v1").supports_constraints

@@ -9,8 +9,8 @@ import pytest
 from test_placeholders import ALL  # tests/ is on sys.path (rootdir conftest)
 
 from instraug_plugin.backends.base import GenerationRequest
-from instraug_plugin.backends.sentinel_regex import MAX_PERMUTED, sentinel_regex
 from instraug_plugin.backends.vllm_backend import sampling_options
+from instraug_plugin.core.constraint import MAX_PERMUTED, PlaceholderConstraint
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
 
 WORDS = ["describe", "the", "picture", "what is", "in", "region", "and", "answer:", "?", ""]
@@ -31,7 +31,7 @@ def test_every_real_template_accepts_any_order_and_rejects_broken_replies(single
     for task, index, template in ALL:
         masked = DEFAULT_SPEC.mask(template, source=f"{task}[{index}]")
         sentinels = masked.sentinels
-        pattern = re.compile(sentinel_regex(sentinels, single_line))
+        pattern = re.compile(PlaceholderConstraint(sentinels, single_line).to_regex())
         for _ in range(3):
             order = rng.sample(sentinels, len(sentinels)) if len(sentinels) <= MAX_PERMUTED else sentinels
             reply = _reply(rng, order)
@@ -49,7 +49,7 @@ def test_every_real_template_accepts_any_order_and_rejects_broken_replies(single
 
 def test_many_placeholders_keep_the_seed_order() -> None:
     sentinels = [f"{{{c}}}" for c in "ABCDEF"]
-    pattern = re.compile(sentinel_regex(sentinels, single_line=True))
+    pattern = re.compile(PlaceholderConstraint(sentinels, single_line=True).to_regex())
     assert pattern.fullmatch("x {A} {B} {C} {D} {E} {F} y")
     assert not pattern.fullmatch("x {B} {A} {C} {D} {E} {F} y")
 
@@ -57,7 +57,7 @@ def test_many_placeholders_keep_the_seed_order() -> None:
 def test_sampling_options_carry_constraint_seed_and_stop() -> None:
     constrained = GenerationRequest((("user", "hi {A}"),), 0.7, required_spans=("{A}",), single_line=True)
     options = sampling_options(constrained, "m")
-    assert options["regex"] == sentinel_regex(["{A}"], single_line=True)
+    assert options["regex"] == PlaceholderConstraint(["{A}"], single_line=True).to_regex()
     assert options["seed"] == constrained.seed("m") != constrained.seed("other-model")
     assert 0 <= options["seed"] < 2**63
     plain = GenerationRequest((("user", "hi"),), 0.0, single_line=True)

@@ -1,8 +1,10 @@
 """The protocol every rewriter backend implements, and the request it receives.
 
 Torch-free: backends that need torch import it in their own module. A backend turns a batch of
-chat requests into reply strings, one per request, in order. Batching, devices and quantization
-are the backend's business; caching and resume are the pipeline's (see `core.cache`).
+chat requests into reply strings, one per request, in order: `core.replies.Reply` strings when it can
+tell why generation stopped (a reply cut off by the token budget is counted as `truncated`).
+Batching, devices and quantization are the backend's business; caching and resume are the
+pipeline's (see `core.cache`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+from instraug_plugin.core.constraint import PlaceholderConstraint
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,13 @@ class GenerationRequest:
         """A `bits`-bit sampling seed read from the cache key, for engines that seed each request."""
         return int(self.cache_key(model_id)[:16], 16) >> (64 - bits)
 
+    @property
+    def constraint(self) -> PlaceholderConstraint | None:
+        """What constrained decoding must enforce (every engine derives its form from it), or None."""
+        if not (self.required_spans or self.single_line):
+            return None
+        return PlaceholderConstraint(self.required_spans, self.single_line)
+
 
 @runtime_checkable
 class RewriterBackend(Protocol):
@@ -55,7 +66,8 @@ class RewriterBackend(Protocol):
     supports_constraints: bool
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        """One reply per request, in order. May raise; the caller decides on fallback."""
+        """One reply per request, in order (`Reply` strings where the backend can tell a reply cut
+        off by `max_new_tokens`). May raise; the caller decides on fallback."""
         ...
 
     def close(self) -> None:

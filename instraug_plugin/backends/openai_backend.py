@@ -21,8 +21,8 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
 from instraug_plugin.backends.base import GenerationRequest
-from instraug_plugin.backends.sentinel_regex import sentinel_regex
 from instraug_plugin.core.errors import InstrAugError, one_line, redact
+from instraug_plugin.core.replies import STOP, Reply
 
 try:
     import httpx
@@ -49,8 +49,8 @@ def request_body(request: GenerationRequest, model: str, model_id: str,
         "n": 1,
         "seed": request.seed(model_id, SEED_BITS),
     }
-    if structured_outputs and (request.required_spans or request.single_line):
-        body["structured_outputs"] = {"regex": sentinel_regex(request.required_spans, request.single_line)}
+    if structured_outputs and (constraint := request.constraint):
+        body["structured_outputs"] = {"regex": constraint.to_regex()}
     elif request.single_line:
         body["stop"] = ["\n"]
     return body
@@ -119,7 +119,8 @@ class OpenAIBackend:
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="instraug-openai")
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        """One reply per request, in order; the first request that fails stops the others."""
+        """One `Reply` per request, in order, with the server's `finish_reason` (`length`: cut off by
+        `max_tokens`); the first request that fails stops the others."""
         abort = threading.Event()
         futures = [self._pool.submit(self._complete, request, abort) for request in requests]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -131,7 +132,7 @@ class OpenAIBackend:
                 raise error
         return [future.result() for future in futures]
 
-    def _complete(self, request: GenerationRequest, abort: threading.Event) -> str:
+    def _complete(self, request: GenerationRequest, abort: threading.Event) -> Reply:
         """POST one request, retrying transient failures; the reply text."""
         body = request_body(request, self.model, self.model_id, self.structured_outputs)
         attempts = self.max_retries + 1
@@ -151,12 +152,13 @@ class OpenAIBackend:
                 raise _Aborted
         raise InstrAugError(f"{self.shown_url} failed after {attempts} attempt(s), last: {problem}")
 
-    def _reply_text(self, response: httpx.Response) -> str:
+    def _reply_text(self, response: httpx.Response) -> Reply:
         try:
-            content = response.json()["choices"][0]["message"]["content"]
+            choice = response.json()["choices"][0]
+            content = choice["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError):
             raise InstrAugError(f"{self.shown_url} answered 200 without choices[0].message.content") from None
-        return content or ""
+        return Reply(content or "", choice.get("finish_reason") or STOP)
 
     def _detail(self, response: httpx.Response) -> str:
         """`: <server message>` on one short line (the OpenAI error shape, else the body), or ''."""

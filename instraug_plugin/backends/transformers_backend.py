@@ -16,6 +16,7 @@ from instraug_plugin.backends.decoding import decode
 from instraug_plugin.backends.nucleus import NucleusSampler
 from instraug_plugin.backends.smollm2 import resolve_model_path
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.replies import LENGTH, STOP, Reply
 
 
 def _quantization_config(bits: int | None):
@@ -132,7 +133,8 @@ class TransformersBackend:
         return self._sentinels
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
-        replies: dict[int, str] = {}
+        """One `Reply` per request, in order: `length` when it spent its budget without end-of-sequence."""
+        replies: dict[int, Reply] = {}
         for _, group in groupby(sorted(enumerate(requests), key=self._batch_key), key=self._batch_key):
             group = list(group)
             for start in range(0, len(group), self.batch_size):
@@ -149,7 +151,7 @@ class TransformersBackend:
         return request.temperature, request.top_p
 
     @torch.inference_mode()
-    def _generate_batch(self, batch: list[GenerationRequest]) -> list[str]:
+    def _generate_batch(self, batch: list[GenerationRequest]) -> list[Reply]:
         first = batch[0]
         prompts = [
             self.tokenizer.apply_chat_template(
@@ -159,14 +161,10 @@ class TransformersBackend:
             for r in batch
         ]
         processors = LogitsProcessorList()
-        if any(r.required_spans or r.single_line for r in batch):
+        constraints = [r.constraint for r in batch]
+        if any(c is not None for c in constraints):
             processors.append(
-                SentinelLogitsProcessor(
-                    self.sentinel_vocabulary,
-                    [r.required_spans for r in batch],
-                    [r.single_line for r in batch],
-                    [r.max_new_tokens for r in batch],
-                )
+                SentinelLogitsProcessor(self.sentinel_vocabulary, constraints, [r.max_new_tokens for r in batch])
             )
         seed = hashlib.sha256("".join(r.cache_key(self.model_id) for r in batch).encode()).digest()
         devices = [self.model.device] if self.model.device.type == "cuda" else []
@@ -186,11 +184,13 @@ class TransformersBackend:
                     eos_id=self.tokenizer.eos_token_id,
                     pad_id=self.tokenizer.pad_token_id,
                 )
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        eos = self.tokenizer.eos_token_id
+        return [Reply(text, STOP if eos in tokens else LENGTH) for text, tokens in zip(texts, new_tokens)]
 
     def _generate_with_transformers(
         self, prompts: list[str], processors: LogitsProcessorList, first: GenerationRequest
-    ) -> torch.Tensor:
+    ) -> list[list[int]]:
         inputs = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         inputs = inputs.to(self.model.device)
         sampling = first.temperature > 0
@@ -205,7 +205,7 @@ class TransformersBackend:
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )
-        return output[:, inputs["input_ids"].shape[1] :]
+        return output[:, inputs["input_ids"].shape[1] :].tolist()
 
     def close(self) -> None:
         del self.model

@@ -1,5 +1,6 @@
 """vLLM rewriter (offline `LLM` API, one GPU or tensor-parallel): continuous batching, per-request
-seeds, placeholder safety by construction through a structured-outputs regex.
+seeds, placeholder safety by construction through a structured-outputs regex (derived from the
+request's `core.constraint.PlaceholderConstraint`).
 
 Each pipeline batch goes to `LLM.chat` in one call and vLLM schedules it itself, so give pregen a
 large `--batch-size` (hundreds) with this backend; the batch only sets how often the cache is
@@ -13,22 +14,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from instraug_plugin.backends.base import GenerationRequest
-from instraug_plugin.backends.sentinel_regex import sentinel_regex
 from instraug_plugin.backends.smollm2 import DEFAULT_MODEL, resolve_model_path
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.replies import STOP, Reply
 
 
 def sampling_options(request: GenerationRequest, model_id: str) -> dict[str, Any]:
     """vLLM `SamplingParams` arguments for one request, with the constraint as a regex (or None)."""
     sampling = request.temperature > 0
-    constrained = bool(request.required_spans) or request.single_line
+    constraint = request.constraint
     return {
         "n": 1,
         "temperature": request.temperature if sampling else 0.0,
         "top_p": request.top_p if sampling else 1.0,
         "max_tokens": request.max_new_tokens,
         "seed": request.seed(model_id),
-        "regex": sentinel_regex(request.required_spans, request.single_line) if constrained else None,
+        "regex": constraint.to_regex() if constraint else None,
     }
 
 
@@ -83,6 +84,7 @@ class VLLMBackend:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        """One `Reply` per request, in order, with vLLM's finish reason (`length`: cut off by `max_tokens`)."""
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
@@ -95,7 +97,7 @@ class VLLMBackend:
             ))
         conversations = [[{"role": role, "content": content} for role, content in r.messages] for r in requests]
         outputs = self.llm.chat(conversations, params, use_tqdm=False)
-        return [output.outputs[0].text for output in outputs]
+        return [Reply(output.outputs[0].text, output.outputs[0].finish_reason or STOP) for output in outputs]
 
     def close(self) -> None:
         import torch

@@ -9,6 +9,10 @@ Placeholder modes: `mask` (default; the paper's mask-then-filter: unconstrained 
 placeholder filter rejects what broke) and `constrained` (the backend must emit every sentinel
 exactly once: safe by construction, but a weak rewriter then often forces them into nonsense).
 Either way no kept paraphrase changes a placeholder.
+
+A reply the backend cut off at its token budget is rejected as `truncated` before extraction and
+filtering (constrained decoding could not finish it, so a missing placeholder is not a `placeholders`
+reject).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from instraug_plugin.core.instances import INSTANCE, TEMPLATE, content_spec
 from instraug_plugin.core.language import language_of
 from instraug_plugin.core.placeholders import MaskedText, PlaceholderSpec
 from instraug_plugin.core.pool import POOL_FORMAT, SEED_STRATEGY, PoolRecord, write_pool
+from instraug_plugin.core.replies import is_truncated
 from instraug_plugin.generation.prompts import MetaPrompt
 from instraug_plugin.inputs.base import Seed
 from instraug_plugin.judges import load_judge
@@ -36,6 +41,7 @@ STRATEGIES = ("single", "multi_temperature", "iterative")
 PLACEHOLDER_MODES = ("constrained", "mask")
 MULTI_TEMPERATURES = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
 EXTRACTION = "extraction"
+TRUNCATED = "truncated"
 CACHE_FILE = "cache.jsonl"
 
 
@@ -152,7 +158,7 @@ def generate_cached(
             f"rewriter {model_id} failed on a batch ({type(exc).__name__}: "
             f"{redact(str(exc).splitlines()[0]) if str(exc) else ''}); finished batches are cached, rerun to resume"
         ) from exc
-    return [cache.get(k) or "" for k in keys], hits
+    return [reply if (reply := cache.get(k)) is not None else "" for k in keys], hits  # an empty reply keeps its finish reason
 
 
 def check_context(backend: RewriterBackend, jobs: Sequence[_Job]) -> None:
@@ -226,7 +232,7 @@ def run_pregen(
             parents.append((seed, seed.text))
         else:
             no_free_text += 1
-    generated = extraction_failed = hits = 0
+    generated = truncated = extraction_failed = hits = 0
     filter_seconds = 0.0
     generated_per_seed: Counter[str] = Counter()
     generated_per_kind: Counter[str] = Counter()
@@ -242,6 +248,9 @@ def run_pregen(
         parents = []
         restored_jobs: list[tuple[_Job, Candidate]] = []
         for job, reply in zip(jobs, replies):
+            if is_truncated(reply):
+                truncated += 1
+                continue
             masked = extract_reply(reply, multiline="\n" in job.parent)
             if masked is None:
                 extraction_failed += 1
@@ -293,7 +302,7 @@ def run_pregen(
             "cache_hits": hits,
             "kept": kept,
             "yield": round(kept / generated, 4) if generated else 0.0,
-            "filters": {EXTRACTION: {"rejected": extraction_failed}}
+            "filters": {TRUNCATED: {"rejected": truncated}, EXTRACTION: {"rejected": extraction_failed}}
             | {name: {"rejected": n} | chain.reasons(name) for name, n in chain.rejected.items()},
             "fidelity": chain.fidelity_summary(),
             "tasks": per_task,
