@@ -391,7 +391,7 @@ def stats_command(
         try:
             loaded = load_judge(judge)
         except (ImportError, OSError, InstrAugError) as exc:
-            print(f"note: embedding diversity skipped, judge {judge!r} not loaded ({' '.join(str(exc).split())})")
+            print(f"note: embedding diversity skipped, judge {judge!r} not loaded ({one_line(str(exc))})")
     report = write_stats(pool, out, loaded)
     print_summary(report.stats)
     if warning := mismatch_warning(report.stats):

@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
+from instraug_plugin.backends.smollm2 import DEFAULT_MODEL  # torch-free
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.filters import DEFAULT_MIN_FIDELITY
 from instraug_plugin.core.placeholders import PlaceholderSpec
@@ -39,7 +40,7 @@ from instraug_plugin.generation.pipeline import STRATEGIES  # torch-free (checke
 PREFIX = "instraug_"
 EVAL_PREFIX = "instraug_eval_"
 EVAL_GROUP = EVAL_PREFIX + "*"  # where the `instraug_eval_*` keys are gathered; no key can be spelled so
-LIVE_MODELS = ("smollm2",)  # built-in rewriter names; anything else must be a local model path
+LIVE_MODELS = (DEFAULT_MODEL,)  # built-in rewriter names; anything else must be a local model path
 
 
 def _as_tuple(value: Any) -> Any:
@@ -102,7 +103,7 @@ class InstrAugConfig(BaseModel):
     log: bool = True
     log_samples: bool = False
     skip_invalid: bool = False
-    live_model: str = Field("smollm2", min_length=1, validate_default=True)
+    live_model: str = Field(DEFAULT_MODEL, min_length=1, validate_default=True)
     live_quantization_bit: Literal[4, 8] | None = Field(4, validate_default=True)
     live_batch_size: int = Field(8, ge=1)
     live_refresh_every: int = Field(1, ge=1)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from instraug_plugin.core.errors import InstrAugError
 
-DEFAULT_MODEL = "smollm2"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL = "smollm2"  # the name users pass (--model, instraug_live_model)
+MODEL_ID = "SmolLM2-135M-Instruct"  # its id in pool records and cache keys
+GGUF_NAME = f"{MODEL_ID}.Q4_1.gguf"
 _CONVERTED_MARKER = "instraug-converted.ok"
 
 
@@ -40,7 +41,7 @@ def gguf_path() -> Path:
 
 def ensure_converted() -> Path:
     """Convert the GGUF to a transformers checkpoint once; return its directory."""
-    target = cache_root() / "SmolLM2-135M-Instruct"
+    target = cache_root() / MODEL_ID
     if (target / _CONVERTED_MARKER).is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

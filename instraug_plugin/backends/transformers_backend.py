@@ -14,8 +14,8 @@ from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.constraints import SentinelLogitsProcessor, SentinelVocabulary
 from instraug_plugin.backends.decoding import decode
 from instraug_plugin.backends.nucleus import NucleusSampler
-from instraug_plugin.backends.smollm2 import resolve_model_path
-from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.backends.smollm2 import DEFAULT_MODEL, MODEL_ID, resolve_model_path
+from instraug_plugin.core.errors import InstrAugError, first_line
 from instraug_plugin.core.replies import LENGTH, STOP, Reply
 
 
@@ -71,7 +71,7 @@ class TransformersBackend:
 
     def __init__(
         self,
-        model: str = "smollm2",
+        model: str = DEFAULT_MODEL,
         *,
         device: str | None = None,
         quantization_bits: int | None = None,
@@ -82,7 +82,7 @@ class TransformersBackend:
         if decoder not in DECODERS:
             raise InstrAugError(f"decoder must be one of {', '.join(DECODERS)}; got {decoder!r}")
         path = resolve_model_path(model)
-        self.model_id = model if model != "smollm2" else "SmolLM2-135M-Instruct"
+        self.model_id = MODEL_ID if model == DEFAULT_MODEL else model
         self.batch_size = batch_size
         self.decoder = decoder
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -100,8 +100,7 @@ class TransformersBackend:
                 path, quantization_config=quant, dtype=torch_dtype, device_map={"": self.device},
             )
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InstrAugError(f"cannot load rewriter model {path}: {reason}") from None
+            raise InstrAugError(f"cannot load rewriter model {path}: {first_line(exc)}") from None
         finally:
             if bars:
                 hf_logging.enable_progress_bar()

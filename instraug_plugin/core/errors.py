@@ -21,6 +21,18 @@ def redact(text: str) -> str:
     return _QUERY_SECRET.sub(r"\1***", _USERINFO.sub(r"\1***@", text))
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: first line of the message` (just `Type` when the message is empty), for one-line reports."""
+    line = first_line(exc)
+    return line if line == type(exc).__name__ else f"{type(exc).__name__}: {line}"
+
+
 def one_line(text: str) -> str:
     """`text` with its whitespace (line breaks included) collapsed: a message fit for one stderr line."""
     return " ".join(text.split())

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from instraug_plugin.backends.base import GenerationRequest, RewriterBackend, generate_batches
 from instraug_plugin.core.cache import GenerationCache
-from instraug_plugin.core.errors import InstrAugError, redact
+from instraug_plugin.core.errors import InstrAugError, describe, redact
 from instraug_plugin.core.extract import extract_reply
 from instraug_plugin.core.filters import Candidate, FidelityJudge, FilterChain, FilterConfig
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, content_spec
@@ -155,8 +155,7 @@ def generate_cached(
         raise
     except Exception as exc:
         raise InstrAugError(
-            f"rewriter {model_id} failed on a batch ({type(exc).__name__}: "
-            f"{redact(str(exc).splitlines()[0]) if str(exc) else ''}); finished batches are cached, rerun to resume"
+            f"rewriter {model_id} failed on a batch ({redact(describe(exc))}); finished batches are cached, rerun to resume"
         ) from exc
     return [reply if (reply := cache.get(k)) is not None else "" for k in keys], hits  # an empty reply keeps its finish reason
 

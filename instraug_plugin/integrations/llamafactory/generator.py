@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.errors import InstrAugError, describe
 from instraug_plugin.core.jsonfile import read_json_object
 from instraug_plugin.evaluation.runner import GenerationSettings
 
@@ -132,9 +132,7 @@ class Generator:
         except InstrAugError:
             raise
         except Exception as exc:  # any loader failure (KeyError, RuntimeError, ImportError...) is one line
-            text = str(exc).strip()
-            first = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-            raise InstrAugError(f"cannot load model {resolved.adapter or resolved.base}: {first}") from None
+            raise InstrAugError(f"cannot load model {resolved.adapter or resolved.base}: {describe(exc)}") from None
         return cls(model, tokenizer, tokenizer_module["processor"], template, settings)
 
     def _encode(self, prompt: str, images: Sequence[str], system: str | None) -> list[int]:

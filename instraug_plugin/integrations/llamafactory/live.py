@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from instraug_plugin.core.errors import describe
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, classify
 from instraug_plugin.core.placeholders import PlaceholderSpec
 from instraug_plugin.core.pool import Pool, PoolRecord, normalize, write_pool
@@ -114,8 +115,7 @@ class LiveRefresher:
             records, peak_mb = self._generate(shard, epoch)
         except Exception as exc:
             failed = len(shard)
-            logger.warning("instraug live refresh failed on rank %d (%s: %s); keeping the current pool",
-                           rank, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            logger.warning("instraug live refresh failed on rank %d (%s); keeping the current pool", rank, describe(exc))
             self.close()
         gathered = _gather((records, failed))
         new = [r for part, _ in gathered for r in part]
