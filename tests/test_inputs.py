@@ -13,7 +13,7 @@ from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.pool import normalize
 from instraug_plugin.inputs import (
     READERS,
-    Seed,
+    SeedInstruction,
     get_reader,
     load_seed_set,
     load_seeds,
@@ -46,7 +46,7 @@ def test_bundled_templates_all_load() -> None:
     assert len(seed_set.seeds) + sum(seed_set.duplicates.values()) == 378
     assert seed_set.duplicates == {"open-domain_VQA": 4, "VQA": 4}
     assert len({s.seed_id for s in seed_set.seeds}) == len(seed_set.seeds)
-    assert seed_set.seeds[0] == Seed(
+    assert seed_set.seeds[0] == SeedInstruction(
         "image_caption",
         "image_caption/0",
         "In this task, you will look at the image and briefly describe the image.",
@@ -65,9 +65,9 @@ def test_templates_dedupe_ids_and_log(tmp_path: Path, caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO, logger="instraug_plugin.inputs"):
         seeds = load_seeds(path)
     assert seeds == [
-        Seed("vqa", "vqa/0", "Answer {question}"),
-        Seed("vqa", "vqa/1", "Reply to {question}."),
-        Seed("cap", "cap/0", "Describe <image>."),
+        SeedInstruction("vqa", "vqa/0", "Answer {question}"),
+        SeedInstruction("vqa", "vqa/1", "Reply to {question}."),
+        SeedInstruction("cap", "cap/0", "Describe <image>."),
     ]
     assert "dropped 1 duplicate seed(s) in 1 task(s)" in caplog.text
 

@@ -21,7 +21,7 @@ from instraug_plugin.core.requests import question_kind, task_shape_change
 from instraug_plugin.generation.pipeline import PregenConfig, run_pregen
 from instraug_plugin.generation.prompts import load_meta_prompts
 from instraug_plugin.inputs import load_seed_set
-from instraug_plugin.inputs.base import Seed
+from instraug_plugin.inputs.base import SeedInstruction
 from instraug_plugin.integrations.llamafactory.config import parse_config
 from instraug_plugin.stats import compute_stats, render_markdown
 
@@ -127,7 +127,7 @@ class ScriptedBackend:
 
 
 def test_pregen_protects_content_and_checks_answers(tmp_path: Path) -> None:
-    seed = Seed("default", "default/0", 'Change the verb "sped" to a synonym in: The car sped quickly past 3 trees.',
+    seed = SeedInstruction("default", "default/0", 'Change the verb "sped" to a synonym in: The car sped quickly past 3 trees.',
                 INSTANCE)
     masked = 'Change the verb {A} to a synonym in: The car sped quickly past {B}.'  # "3 trees": number + what it counts
     replies = {masked: [
@@ -205,7 +205,7 @@ def test_hook_key_instraug_scope(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_smollm2_keeps_quotes_and_numbers_verbatim(tmp_path: Path, smollm2_backend) -> None:
     rows = json.loads((DEMO / "alpaca_en_demo_sample.json").read_text())
-    seeds = [Seed("default", f"default/{i}", r["instruction"], INSTANCE) for i, r in enumerate(rows)
+    seeds = [SeedInstruction("default", f"default/{i}", r["instruction"], INSTANCE) for i, r in enumerate(rows)
              if re.search(r'["\'`]|\d', r["instruction"])]
     assert len(seeds) >= 15
     config = PregenConfig(batch_size=16)

@@ -49,8 +49,8 @@ def test_request_body_carries_sampling_a_stable_seed_and_the_single_line_stop() 
     body = request_body(REQUEST, "smollm2", "openai:smollm2")
     assert body["model"] == "smollm2" and body["n"] == 1 and body["max_tokens"] == 8 and "stop" not in body
     assert body["messages"][1] == {"role": "user", "content": "Rephrase: Describe the image."}
-    assert body["seed"] == REQUEST.seed("openai:smollm2", SEED_BITS) < 2**31
-    seeds = {r.seed("openai:smollm2", SEED_BITS) for r in _requests(5)}
+    assert body["seed"] == REQUEST.sampling_seed("openai:smollm2", SEED_BITS) < 2**31
+    seeds = {r.sampling_seed("openai:smollm2", SEED_BITS) for r in _requests(5)}
     assert len(seeds) == 5
     single_line = GenerationRequest(REQUEST.messages, 0.7, single_line=True)
     assert request_body(single_line, "smollm2", "openai:smollm2")["stop"] == ["\n"]
@@ -105,7 +105,7 @@ def test_transient_failures_are_retried(smollm2_backend, statuses: list[int]) ->
         [reply] = backend.generate([REQUEST])
         backend.close()
         assert len(server.received) == 3
-        assert reply == server.replies[REQUEST.seed(backend.model_id, SEED_BITS)] and reply.strip()
+        assert reply == server.replies[REQUEST.sampling_seed(backend.model_id, SEED_BITS)] and reply.strip()
 
 
 def test_a_bad_key_fails_at_once_in_one_line_without_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,7 +153,7 @@ def test_concurrency_is_bounded_and_replies_keep_request_order(smollm2_backend) 
         replies = backend.generate(requests)
         backend.close()
         assert server.max_in_flight == 3
-        assert replies == [server.replies[r.seed(backend.model_id, SEED_BITS)] for r in requests]
+        assert replies == [server.replies[r.sampling_seed(backend.model_id, SEED_BITS)] for r in requests]
 
 
 def test_cli_rejects_bad_openai_configuration_in_one_line(tmp_path: Path) -> None:

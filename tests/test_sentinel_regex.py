@@ -58,7 +58,7 @@ def test_sampling_options_carry_constraint_seed_and_stop() -> None:
     constrained = GenerationRequest((("user", "hi {A}"),), 0.7, required_spans=("{A}",), single_line=True)
     options = sampling_options(constrained, "m")
     assert options["regex"] == PlaceholderConstraint(["{A}"], single_line=True).to_regex()
-    assert options["seed"] == constrained.seed("m") != constrained.seed("other-model")
+    assert options["seed"] == constrained.sampling_seed("m") != constrained.sampling_seed("other-model")
     assert 0 <= options["seed"] < 2**63
     plain = GenerationRequest((("user", "hi"),), 0.0, single_line=True)
     assert sampling_options(plain, "m")["temperature"] == 0.0

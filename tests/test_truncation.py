@@ -139,5 +139,5 @@ def test_openai_backend_reads_the_finish_reason(smollm2_backend) -> None:
             cut, stopped = backend.generate([request, replace(request, max_new_tokens=64, single_line=True)])
         finally:
             backend.close()
-    assert is_truncated(cut) and cut == server.replies[request.seed(backend.model_id, SEED_BITS)]
+    assert is_truncated(cut) and cut == server.replies[request.sampling_seed(backend.model_id, SEED_BITS)]
     assert not is_truncated(stopped)

@@ -45,7 +45,7 @@ class GenerationRequest:
         )
         return hashlib.sha256(payload.encode()).hexdigest()
 
-    def seed(self, model_id: str, bits: int = 63) -> int:
+    def sampling_seed(self, model_id: str, bits: int = 63) -> int:
         """A `bits`-bit sampling seed read from the cache key, for engines that seed each request."""
         return int(self.cache_key(model_id)[:16], 16) >> (64 - bits)
 

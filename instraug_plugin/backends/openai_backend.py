@@ -47,7 +47,7 @@ def request_body(request: GenerationRequest, model: str, model_id: str,
         "top_p": request.top_p,
         "max_tokens": request.max_new_tokens,
         "n": 1,
-        "seed": request.seed(model_id, SEED_BITS),
+        "seed": request.sampling_seed(model_id, SEED_BITS),
     }
     if structured_outputs and (constraint := request.constraint):
         body["structured_outputs"] = {"regex": constraint.to_regex()}

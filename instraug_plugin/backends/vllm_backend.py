@@ -28,7 +28,7 @@ def sampling_options(request: GenerationRequest, model_id: str) -> dict[str, Any
         "temperature": request.temperature if sampling else 0.0,
         "top_p": request.top_p if sampling else 1.0,
         "max_tokens": request.max_new_tokens,
-        "seed": request.seed(model_id),
+        "seed": request.sampling_seed(model_id),
         "regex": constraint.to_regex() if constraint else None,
     }
 

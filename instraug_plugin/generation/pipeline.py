@@ -34,7 +34,7 @@ from instraug_plugin.core.placeholders import MaskedText, PlaceholderSpec
 from instraug_plugin.core.pool import POOL_FORMAT, SEED_STRATEGY, PoolRecord, write_pool
 from instraug_plugin.core.replies import is_truncated
 from instraug_plugin.generation.prompts import MetaPrompt
-from instraug_plugin.inputs.base import Seed
+from instraug_plugin.inputs.base import SeedInstruction
 from instraug_plugin.judges import load_judge
 
 STRATEGIES = ("single", "multi_temperature", "iterative")
@@ -84,7 +84,7 @@ class PregenConfig:
 
 @dataclass(frozen=True)
 class _Job:
-    seed: Seed
+    seed: SeedInstruction
     parent: str
     masked: MaskedText
     meta_prompt: MetaPrompt
@@ -189,7 +189,7 @@ def check_context(backend: RewriterBackend, jobs: Sequence[_Job]) -> None:
 
 
 def run_pregen(
-    seeds: Sequence[Seed],
+    seeds: Sequence[SeedInstruction],
     backend: RewriterBackend,
     meta_prompts: Sequence[MetaPrompt],
     config: PregenConfig,
@@ -219,7 +219,7 @@ def run_pregen(
     records = [PoolRecord(task=s.task, seed_id=s.seed_id, seed=s.text, text=s.text, kind=s.kind) for s in seeds]
     for seed in seeds:
         chain.add_seed(seed.seed_id, seed.text)
-    parents: list[tuple[Seed, str]] = []
+    parents: list[tuple[SeedInstruction, str]] = []
     no_free_text = too_many_placeholders = 0
     for seed in seeds:
         try:
@@ -325,7 +325,7 @@ def answer_check(filters: FilterConfig, chain: FilterChain) -> dict[str, object]
 
 
 def build_jobs(
-    parents: Sequence[tuple[Seed, str]],
+    parents: Sequence[tuple[SeedInstruction, str]],
     meta_prompts: Sequence[MetaPrompt],
     config: PregenConfig,
     specs: dict[str, PlaceholderSpec],
@@ -365,7 +365,7 @@ def manifest(config: PregenConfig, backend: RewriterBackend, result: PregenResul
 
 
 def pregen_to_directory(
-    seeds: Sequence[Seed],
+    seeds: Sequence[SeedInstruction],
     backend: RewriterBackend,
     meta_prompts: Sequence[MetaPrompt],
     config: PregenConfig,

@@ -1,6 +1,6 @@
 """Input readers: turn a template file, a LLaMA-Factory dataset or LLaVA data into seed instructions."""
 
-from instraug_plugin.inputs.base import Seed, SeedReader
+from instraug_plugin.inputs.base import SeedInstruction, SeedReader
 from instraug_plugin.inputs.registry import (
     READERS,
     SeedSet,
@@ -12,7 +12,7 @@ from instraug_plugin.inputs.registry import (
 
 __all__ = [
     "READERS",
-    "Seed",
+    "SeedInstruction",
     "SeedReader",
     "SeedSet",
     "get_reader",

@@ -1,4 +1,4 @@
-"""Shared types of the input readers: the Seed and the reader interface.
+"""Shared types of the input readers: the `SeedInstruction` and the reader interface.
 
 A reader turns one kind of input (a template file, a dataset_info.json dataset, a LLaVA json) into
 raw seeds grouped by task (`formats.base.RawSeeds`; a dataset's rows are read by its dataset format),
@@ -19,7 +19,7 @@ from instraug_plugin.formats.base import RawSeeds
 
 
 @dataclass(frozen=True)
-class Seed:
+class SeedInstruction:
     """One seed instruction; `seed_id` is f"{task}/{index}" with `index` counted inside the task.
 
     `kind` is `template` (shared by rows, or with fields) or `instance` (one row's own request;

@@ -18,7 +18,7 @@ from instraug_plugin.core.placeholders import DEFAULT_SPEC
 from instraug_plugin.core.pool import normalize
 from instraug_plugin.core.sampling import split_edge_media
 from instraug_plugin.formats import DATASET_INFO, RawSeeds
-from instraug_plugin.inputs.base import ReadOptions, Seed, SeedReader
+from instraug_plugin.inputs.base import ReadOptions, SeedInstruction, SeedReader
 from instraug_plugin.inputs.llamafactory import LlamaFactoryReader
 from instraug_plugin.inputs.llava import LlavaReader
 from instraug_plugin.inputs.templates import TemplateReader
@@ -53,7 +53,7 @@ class SeedSet:
 
     source: Path
     format: str
-    seeds: list[Seed]
+    seeds: list[SeedInstruction]
     duplicates: dict[str, int] = field(default_factory=dict)
     skipped_rows: int = 0
     invalid_rows: dict[str, int] = field(default_factory=dict)
@@ -80,14 +80,14 @@ def _select(raw: RawSeeds, tasks: Sequence[str] | None, source: Path) -> list[st
     return selected
 
 
-def _dedupe(raw: RawSeeds, tasks: list[str], source: Path, kind: str, strip_media: bool) -> tuple[list[Seed], dict[str, int]]:
+def _dedupe(raw: RawSeeds, tasks: list[str], source: Path, kind: str, strip_media: bool) -> tuple[list[SeedInstruction], dict[str, int]]:
     """Validate placeholders, drop seeds equal to an earlier one of the task after `normalize`, and
     give each its kind (`kind` "auto": `core.instances.classify` by how many rows share it).
 
     With `strip_media` (dataset rows), media tokens at the edges ("<image>\nWhat is ...?") are not part
     of the seed: the rewriter sees the bare request, and the training hook and `build` re-attach the
     row's own media tokens when they look the instruction up (as live mode does)."""
-    seeds: list[Seed] = []
+    seeds: list[SeedInstruction] = []
     duplicates: dict[str, int] = {}
     for task in tasks:
         if not raw.tasks[task]:
@@ -102,7 +102,7 @@ def _dedupe(raw: RawSeeds, tasks: list[str], source: Path, kind: str, strip_medi
                 duplicates[task] = duplicates.get(task, 0) + 1
                 continue
             seed_kind = classify(text, rows[key], DEFAULT_SPEC) if kind == "auto" else kind
-            seeds.append(Seed(task, f"{task}/{len(seen)}", text, seed_kind))
+            seeds.append(SeedInstruction(task, f"{task}/{len(seen)}", text, seed_kind))
             seen.add(key)
     return seeds, duplicates
 
@@ -167,7 +167,7 @@ def load_seeds(
     kind: str = "auto",
     strip_media: bool = False,
     skip_invalid: bool = False,
-) -> list[Seed]:
+) -> list[SeedInstruction]:
     """Seed instructions from a template file, a LLaMA-Factory dataset or a LLaVA json (format detected).
 
     `source`: a MultiInstruct-style template JSON, a LLaVA json list, or a `dataset_info.json` (or its

@@ -23,7 +23,7 @@ from instraug_plugin.core.instances import INSTANCE, TEMPLATE, classify
 from instraug_plugin.core.placeholders import PlaceholderSpec
 from instraug_plugin.core.pool import Pool, PoolRecord, normalize, write_pool
 from instraug_plugin.core.sampling import split_edge_media
-from instraug_plugin.inputs.base import Seed
+from instraug_plugin.inputs.base import SeedInstruction
 from instraug_plugin.integrations.llamafactory.session import (
     INDEX_COLUMN,
     TASK_COLUMN,
@@ -63,7 +63,7 @@ class LiveRefresher:
         self.refreshes = 0
         self.last: dict[str, float] = {}
 
-    def seeds(self) -> list[Seed]:
+    def seeds(self) -> list[SeedInstruction]:
         """Distinct instructions (user turns, media tokens at the edges stripped) of the training split."""
         dataset = self.session.train_dataset
         if dataset is None:
@@ -92,7 +92,7 @@ class LiveRefresher:
         per_task: Counter[str] = Counter()
         seeds = []
         for task, norm in ranked:
-            seeds.append(Seed(task=task, seed_id=f"{task}/{per_task[task]}", text=first[(task, norm)],
+            seeds.append(SeedInstruction(task=task, seed_id=f"{task}/{per_task[task]}", text=first[(task, norm)],
                               kind=kinds[(task, norm)]))
             per_task[task] += 1
         return seeds
