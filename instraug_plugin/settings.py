@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -241,3 +242,36 @@ def _kind(annotation: Any, metadata: list[Any]) -> str:
     if get_origin(annotation) is tuple:
         return "a string or a list of strings"
     raise TypeError(f"no description for {annotation!r}")  # a new field type needs words here
+
+
+def _value(text: str) -> Any:
+    """A command-line value as YAML reads it ("0.3" → 0.3, "True" → True, "null" → None), else the text."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """(`instraug_*` key → value, the other arguments in order) from `--key value` / `--key=value` style
+    argv, as every training stack's command line writes them. Values are read as YAML scalars
+    (`0.3`, `True`, `null`); a bare `--instraug_x` flag means true."""
+    ours: dict[str, Any] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg[2:] if arg.startswith("--") else ""
+        if name.startswith(PREFIX):
+            if "=" in name:
+                name, text = name.split("=", 1)
+                ours[name] = _value(text)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                ours[name] = _value(argv[i + 1])
+                i += 1
+            else:
+                ours[name] = True
+        else:
+            rest.append(arg)
+        i += 1
+    return ours, rest

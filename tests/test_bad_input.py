@@ -686,7 +686,7 @@ def check(data: Any, *, skip: bool = False, media: bool = True) -> Any:
 
 def test_hook_zero_coverage_is_an_error_naming_pool_and_instruction() -> None:
     """Issue reproduction: a pool matching none of the instructions trained with no word."""
-    from instraug_plugin.integrations.llamafactory.pretrain import coverage_verdict
+    from instraug_plugin.core.coverage import coverage_verdict
 
     _, _, coverage = check(aligned([("Translate this sentence.", []), ("Summarize the text.", [])]))
     assert (coverage.instructions, coverage.covered) == (2, 0)
@@ -698,7 +698,7 @@ def test_hook_zero_coverage_is_an_error_naming_pool_and_instruction() -> None:
 
 
 def test_hook_low_coverage_is_a_warning_per_task() -> None:
-    from instraug_plugin.integrations.llamafactory.pretrain import LOW_COVERAGE, coverage_verdict
+    from instraug_plugin.core.coverage import LOW_COVERAGE, coverage_verdict
 
     colors, shapes = "<image>\nWhat color is the shape in the image?", "<image>\nWhich shape is drawn in the picture?"
     rows = [(shapes, []), ("Unknown one.", []), ("Unknown two.", []), (colors, []), (colors, [])]

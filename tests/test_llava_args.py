@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.integrations.llava.args import parse_argv, split_argv
+from instraug_plugin.integrations.llava.args import parse_argv
+from instraug_plugin.settings import split_argv
 
 POOL = str(Path(__file__).resolve().parents[1] / "dataset_info" / "instraug_demo" / "pool")
 LLAVA = ["--model_name_or_path", "lmsys/vicuna-7b-v1.5", "--lora_enable", "True", "--local_rank=0", "--bf16", "True"]

@@ -9,43 +9,8 @@ flag means true. Torch-free.
 
 from __future__ import annotations
 
-from typing import Any
-
-import yaml
-
 from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.settings import PREFIX, InstrAugConfig, parse_config
-
-
-def _value(text: str) -> Any:
-    """A command-line value as YAML reads it ("0.3" → 0.3, "True" → True, "null" → None), else the text."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """(`instraug_*` key → value, the other arguments in order) from `--key value` / `--key=value` style argv."""
-    ours: dict[str, Any] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name = arg[2:] if arg.startswith("--") else ""
-        if name.startswith(PREFIX):
-            if "=" in name:
-                name, text = name.split("=", 1)
-                ours[name] = _value(text)
-            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                ours[name] = _value(argv[i + 1])
-                i += 1
-            else:
-                ours[name] = True
-        else:
-            rest.append(arg)
-        i += 1
-    return ours, rest
+from instraug_plugin.settings import InstrAugConfig, parse_config, split_argv
 
 
 def parse_argv(argv: list[str]) -> tuple[InstrAugConfig | None, list[str]]:

@@ -16,7 +16,6 @@ import copy
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import sys
 from collections import Counter
@@ -31,43 +30,18 @@ from llava.constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from llava.train import train as llava_train
 from transformers import TrainerCallback
 
-from instraug_plugin.core.errors import InstrAugError, one_line
+from instraug_plugin.core.coverage import Coverage, coverage_verdict, summarize
+from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
 from instraug_plugin.core.rows import RowChecker, row_problem
 from instraug_plugin.core.sampling import Decision, InstructionRewriter, rewrite_messages
+from instraug_plugin.integrations.epoch_state import EpochState
 from instraug_plugin.settings import InstrAugConfig
 
 STATS_FILE = "instraug_stats.jsonl"
 SAMPLES_DIR = "instraug_samples"
 CONVERSATIONS, ROLE, CONTENT, HUMAN = "conversations", "from", "value", "human"
-LOW_COVERAGE = 0.5  # warn when fewer than half of the distinct training instructions have a paraphrase
-
-
-class EpochState:
-    """The epoch the callback publishes in each rank's main process, in shared memory: DataLoader
-    workers (forked per epoch, or persistent) read it at every fetch; the trainer calls
-    `on_epoch_begin` before it starts the epoch's iterator."""
-
-    def __init__(self) -> None:
-        self._epoch = multiprocessing.RawValue("q", 0)
-        self._training = multiprocessing.RawValue("b", 0)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.value
-
-    @epoch.setter
-    def epoch(self, value: int) -> None:
-        self._epoch.value = value
-
-    @property
-    def training(self) -> bool:
-        return bool(self._training.value)
-
-    @training.setter
-    def training(self, value: bool) -> None:
-        self._training.value = int(value)
 
 
 def human_texts(row: dict[str, Any], all_turns: bool) -> list[str]:
@@ -127,7 +101,7 @@ class Session:
         A row LLaVA cannot train on (no human turn with text; with a vision tower, a `<image>` count
         that differs from the row's images, or a missing image file) is an error naming it, or with
         `--instraug_skip_invalid True` dropped and counted. No pool paraphrase for any training
-        instruction is an error (pool mode, epsilon < 1); coverage below LOW_COVERAGE a warning.
+        instruction is an error (pool mode, epsilon < 1); coverage below `core.coverage.LOW_COVERAGE` a warning.
         """
         if conversation_lib.default_conversation.sep_style == conversation_lib.SeparatorStyle.PLAIN:
             raise InstrAugError("instraug_mode: LLaVA's --version plain (feature-alignment pretraining) trains on "
@@ -150,41 +124,21 @@ class Session:
         if column and not any(column in row for row in keep):
             raise InstrAugError(f"instraug_task_column: no training row of {where} has a key {column!r}")
         self.rows = keep
-        self._check_coverage(where)
+        coverage = Coverage()
+        for row in keep:
+            for text in human_texts(row, self.config.turns == "all"):
+                coverage.add(self.task(row), text, self.rewriter)
+        warnings = coverage_verdict(coverage, pools=self.config.pool, mode=self.config.mode, epsilon=self.config.epsilon)
+        self.pretrain["pool_coverage"] = coverage.record()
         if checker.total:
             self.pretrain["invalid_rows_skipped"] = dict(checker.skipped)
-            self._say(checker.summary())
-        return keep
-
-    def _check_coverage(self, where: str) -> None:
-        all_turns = self.config.turns == "all"
-        distinct = dict.fromkeys((self.task(row), text) for row in self.rows for text in human_texts(row, all_turns))
-        unmatched = [text for task, text in distinct if not self.rewriter.candidates(text, task)[2]]  # in data order
-        covered = len(distinct) - len(unmatched)
-        share = covered / len(distinct) if distinct else 0.0
-        self.pretrain["pool_coverage"] = {"instructions": len(distinct), "covered": covered, "share": round(share, 4)}
-        pools = ", ".join(self.config.pool)
-        self._say(f"pool coverage {share:.0%} ({covered} of {len(distinct)} distinct training instructions have "
-                  "a paraphrase)")
-        if self.config.mode != "pool" or self.config.epsilon >= 1.0 or not distinct:
-            return
-        first = one_line(unmatched[0])[:120] if unmatched else ""
-        if covered == 0:
-            raise InstrAugError(
-                f"instraug_pool: {pools} has no paraphrase for any of the {len(distinct)} training instructions of "
-                f"{where} (first unmatched: {first!r}); pregen the pool from this data, or check "
-                "instraug_task_column and instraug_turns"
-            )
-        if share < LOW_COVERAGE:
-            warning = (f"pool coverage {share:.0%}: {covered} of {len(distinct)} distinct training instructions have "
-                       f"a paraphrase in {pools} (below {LOW_COVERAGE:.0%}; first unmatched: {first!r})")
-            self.pretrain["warnings"] = [warning]
-            self._say(f"warning: {warning}")
-
-    @staticmethod
-    def _say(message: str) -> None:
+        if warnings:
+            self.pretrain["warnings"] = warnings
         if os.environ.get("RANK", "0") == "0":  # every rank checks; the first one reports
-            print(f"instraug: {message}", file=sys.stderr, flush=True)
+            print(summarize(coverage, dict(checker.skipped)), file=sys.stderr, flush=True)
+            for warning in warnings:
+                print(f"instraug: warning: {warning}", file=sys.stderr, flush=True)
+        return keep
 
 
 class _WithRow(Sequence[dict[str, Any]]):
