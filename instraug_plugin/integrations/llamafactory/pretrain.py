@@ -37,7 +37,7 @@ from instraug_plugin.integrations.llamafactory.config import PREFIX, InstrAugCon
 from instraug_plugin.integrations.llamafactory.session import TASK_COLUMN, Session
 
 MEDIA_COLUMNS = {"images": "_images", "videos": "_videos", "audios": "_audios"}
-SPLIT_BEFORE_PREPROCESS = (0, 9, 5)  # from this release on, val_size splits the raw rows before preprocessing
+SPLIT_BEFORE_PREPROCESS = (0, 9, 4)  # from this release on, val_size splits the raw rows before preprocessing
 # LLaMA-Factory's switches to training paths the plugin does not augment: each would train unaugmented
 UNSUPPORTED_ENV = {
     "USE_RAY": "Ray workers are not supported with instraug_mode (use torchrun)",
@@ -108,7 +108,7 @@ def check_supported(data_args: Any, stage: str) -> None:
         raise InstrAugError(
             f"val_size: incompatible with instraug_mode on LLaMA-Factory {'.'.join(map(str, version))} (the eval "
             "split would be carved from the rewritten training data); use eval_dataset, set val_size: 0, or "
-            "upgrade LLaMA-Factory to >= 0.9.5"
+            "upgrade LLaMA-Factory to >= 0.9.4"
         )
 
 
