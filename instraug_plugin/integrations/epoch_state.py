@@ -1,8 +1,15 @@
-"""The epoch in shared memory, for every training integration (torch-free, stdlib only)."""
+"""What every training integration shares across epochs (torch-free, stdlib only): the epoch in
+shared memory for DataLoader workers, and the per-epoch log of rewrite decisions."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+STATS_FILE = "instraug_stats.jsonl"
 
 
 class EpochState:
@@ -40,3 +47,29 @@ class EpochState:
     @training.setter
     def training(self, value: bool) -> None:
         self._training.value = int(value)
+
+
+def log_epoch(trainer_state: Any, output_dir: str | Path, epoch: int, counts: Mapping[str, int], *,
+              details: Mapping[str, Any], pretrain: Mapping[str, Any]) -> dict[str, Any]:
+    """Record one epoch's rewrite decisions (`counts`: rewritten / original / no_entry) with `details`
+    and the pre-training checks: a line in `output_dir/instraug_stats.jsonl` and scalars in the
+    trainer's `log_history` (`instraug/...`). Returns the record."""
+    record = {
+        "epoch": epoch,
+        "step": trainer_state.global_step,
+        "samples": sum(counts.values()),
+        "rewritten": counts["rewritten"],
+        "kept_original": counts["original"],
+        "no_pool_entry": counts["no_entry"],
+        **details,
+        **pretrain,
+    }
+    history = {f"instraug/{k}": v for k, v in record.items() if k not in pretrain}
+    if "pool_coverage" in pretrain:  # the share only: log history values stay scalars
+        history["instraug/pool_coverage"] = pretrain["pool_coverage"]["share"]
+    trainer_state.log_history.append(history | {"epoch": epoch})
+    path = Path(output_dir) / STATS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+    return record

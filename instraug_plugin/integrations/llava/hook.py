@@ -36,10 +36,9 @@ from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
 from instraug_plugin.core.rows import RowChecker, row_problem
 from instraug_plugin.core.sampling import Decision, InstructionRewriter, rewrite_messages
-from instraug_plugin.integrations.epoch_state import EpochState
+from instraug_plugin.integrations.epoch_state import STATS_FILE, EpochState, log_epoch
 from instraug_plugin.settings import InstrAugConfig
 
-STATS_FILE = "instraug_stats.jsonl"
 SAMPLES_DIR = "instraug_samples"
 CONVERSATIONS, ROLE, CONTENT, HUMAN = "conversations", "from", "value", "human"
 
@@ -227,24 +226,8 @@ class InstrAugCallback(TrainerCallback):
         session.state.training = True
         if not session.config.log or not state.is_world_process_zero:
             return
-        counts = session.epoch_counts(epoch)
-        record = {
-            "epoch": epoch,
-            "step": state.global_step,
-            "samples": sum(counts.values()),
-            "rewritten": counts["rewritten"],
-            "kept_original": counts["original"],
-            "no_pool_entry": counts["no_entry"],
-            "pool_size": len(session.rewriter.pool),
-            **session.pretrain,
-        }
-        history = {f"instraug/{k}": v for k, v in record.items() if k not in session.pretrain}
-        history["instraug/pool_coverage"] = session.pretrain["pool_coverage"]["share"]  # log values stay scalars
-        state.log_history.append(history | {"epoch": epoch})
-        path = Path(args.output_dir) / STATS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        record = log_epoch(state, args.output_dir, epoch, session.epoch_counts(epoch),
+                           details={"pool_size": len(session.rewriter.pool)}, pretrain=session.pretrain)
         print(f"instraug: epoch {epoch}: {record['rewritten']} of {record['samples']} samples reworded, "
               f"{record['kept_original']} kept their wording, {record['no_pool_entry']} have no pool entry",
               file=sys.stderr, flush=True)
