@@ -3,13 +3,16 @@ shared memory for DataLoader workers, and the per-epoch log of rewrite decisions
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 STATS_FILE = "instraug_stats.jsonl"
+SAMPLES_DIR = "instraug_samples"  # `instraug_log_samples`: what the model saw, one file per process
 
 
 class EpochState:
@@ -73,3 +76,17 @@ def log_epoch(trainer_state: Any, output_dir: str | Path, epoch: int, counts: Ma
     with path.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
     return record
+
+
+def label_digest(labels: Iterable[int]) -> str:
+    """A short digest of a sample's trained label ids (ignored positions already removed)."""
+    return hashlib.sha1(json.dumps(list(labels)).encode()).hexdigest()[:16]
+
+
+def append_samples(output_dir: str | Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Append sample records, one JSON line each, to this process's file under `output_dir/instraug_samples`."""
+    directory = Path(output_dir) / SAMPLES_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"rank{os.environ.get('RANK', '0')}-pid{os.getpid()}.jsonl"
+    with path.open("a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 INDEX_COLUMN = "_instraug_index"  # the row's index in the training split: the draw depends on it
 TASK_COLUMN = "_instraug_task"  # the row's task (`instraug_task_column`), added while aligning
-SAMPLES_DIR = "instraug_samples"
 
 
 @dataclass

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
 import math
 import os
 import sys
@@ -36,10 +34,15 @@ from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
 from instraug_plugin.core.rows import RowChecker, row_problem
 from instraug_plugin.core.sampling import Decision, InstructionRewriter, rewrite_messages
-from instraug_plugin.integrations.epoch_state import STATS_FILE, EpochState, log_epoch
+from instraug_plugin.integrations.epoch_state import (
+    STATS_FILE,
+    EpochState,
+    append_samples,
+    label_digest,
+    log_epoch,
+)
 from instraug_plugin.settings import InstrAugConfig
 
-SAMPLES_DIR = "instraug_samples"
 CONVERSATIONS, ROLE, CONTENT, HUMAN = "conversations", "from", "value", "human"
 
 
@@ -153,27 +156,17 @@ class _WithRow(Sequence[dict[str, Any]]):
         return len(self.rows)
 
 
-class SampleLog:
-    """What the model actually saw, one JSON line per sample, in a per-process file (`--instraug_log_samples`)."""
-
-    def __init__(self, output_dir: Path):
-        self.directory = output_dir / SAMPLES_DIR
-
-    def write(self, epoch: int, index: int, decision: Decision, row: dict[str, Any], item: dict[str, Any]) -> None:
-        labels = [t for t in item["labels"].tolist() if t != IGNORE_INDEX]
-        record = {
-            "epoch": epoch,
-            "index": index,
-            "decision": decision,
-            "user_turns": human_texts(row, True),
-            "images": int("image" in row),  # LLaVA-1.5 rows name one image file
-            "image_tokens": int((item["input_ids"] == IMAGE_TOKEN_INDEX).sum()),
-            "label_sha": hashlib.sha1(json.dumps(labels).encode()).hexdigest()[:16],
-        }
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"rank{os.environ.get('RANK', '0')}-pid{os.getpid()}.jsonl"
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+def sample_record(epoch: int, index: int, decision: Decision, row: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """What the model actually saw for one sample (`--instraug_log_samples`)."""
+    return {
+        "epoch": epoch,
+        "index": index,
+        "decision": decision,
+        "user_turns": human_texts(row, True),
+        "images": int("image" in row),  # LLaVA-1.5 rows name one image file
+        "image_tokens": int((item["input_ids"] == IMAGE_TOKEN_INDEX).sum()),
+        "label_sha": label_digest(t for t in item["labels"].tolist() if t != IGNORE_INDEX),
+    }
 
 
 class AugmentedDataset(torch.utils.data.Dataset):
@@ -204,7 +197,7 @@ class AugmentedDataset(torch.utils.data.Dataset):
         view.list_data_dict = _WithRow(self.dataset.list_data_dict, i, row)
         item = view[i]
         if session.config.log_samples and session.state.training:
-            SampleLog(session.output_dir).write(epoch, i, decision, row, item)
+            append_samples(session.output_dir, [sample_record(epoch, i, decision, row, item)])
         return item
 
 
