@@ -437,7 +437,7 @@ CASES = [
     Case("train-key-typo", lambda t: ["train", train_config(t, "instraug_epsilom: 0.3\n")],
          r"unknown key 'instraug_epsilom' \(did you mean 'instraug_epsilon'\?\)"),
     Case("train-epsilon-out-of-range", lambda t: ["train", train_config(t, f"instraug_pool: {DEMO_POOL}\ninstraug_epsilon: 2\n")],
-         r"instraug_epsilon: expected a number in \[0\.0, 1\.0\], got 2"),
+         r"instraug_epsilon: expected a number in \[0\.0, 1\.0\] or a \{task: number in \[0, 1\]\} map \('\*': other tasks\), got 2"),
     Case("train-skip-invalid-not-a-bool",
          lambda t: ["train", train_config(t, f"instraug_pool: {DEMO_POOL}\ninstraug_skip_invalid: 'yes'\n")],
          r"instraug_skip_invalid: expected true or false"),

@@ -41,7 +41,7 @@ def test_without_instraug_arguments_llava_sees_its_arguments_unchanged() -> None
     (["--instraug_epsilom", "0.3", "--instraug_pool", POOL],
      "unknown key 'instraug_epsilom' (did you mean 'instraug_epsilon'?)"),
     (["--instraug_pool", POOL, "--instraug_epsilon", "1.5"],
-     "instraug_epsilon: expected a number in [0.0, 1.0], got 1.5"),
+     "instraug_epsilon: expected a number in [0.0, 1.0] or a {task: number in [0, 1]} map ('*': other tasks), got 1.5"),
     (["--instraug_mode", "pool"],
      "instraug_pool: required when instraug_mode is pool (a pool directory or pool.jsonl)"),
     (["--instraug_pool", POOL, "--instraug_seed"], "instraug_seed: expected an integer >= 0 or null, got True"),

@@ -44,7 +44,7 @@ class Coverage:
         self._seen.add((task, text))
         entry = self.tasks.setdefault(task, TaskCoverage(task))
         entry.instructions += 1
-        if rewriter.candidates(text, task)[2]:
+        if rewriter.candidates(text, task).variants:
             entry.covered += 1
         elif entry.first_unmatched is None:
             entry.first_unmatched = text

@@ -168,7 +168,7 @@ def check_before_training(session: Session, dataset: Any, data_args: Any, templa
             raise InstrAugError(f"instraug_skip_invalid: every training row of dataset {_names(data_args.dataset)} "
                                 f"is invalid ({counts})")
         dataset = dataset.select(keep)
-    warnings = coverage_verdict(coverage, pools=config.pool, mode=config.mode, epsilon=config.epsilon)
+    warnings = coverage_verdict(coverage, pools=config.pool, mode=config.mode, epsilon=config.lowest_epsilon())
     if os.environ.get("RANK", "0") == "0":  # every rank checks; the first one reports
         print(summarize(coverage, skipped), file=sys.stderr, flush=True)
         for warning in warnings:

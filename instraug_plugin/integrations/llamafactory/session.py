@@ -45,7 +45,8 @@ def start_session(config: InstrAugConfig, default_seed: int) -> Session:
     spec = PlaceholderSpec(extra_patterns=config.placeholder_regex) if config.placeholder_regex else DEFAULT_SPEC
     pool = Pool.load(*map(Path, config.pool), scope=config.scope) if config.pool else Pool([])
     seed = default_seed if config.seed is None else config.seed
-    return Session(config, InstructionRewriter(pool, config.epsilon, seed, spec))
+    epsilon, task_epsilon = config.task_epsilons()
+    return Session(config, InstructionRewriter(pool, epsilon, seed, spec, task_epsilon))
 
 
 def live_pool_dir(output_dir: str) -> Path:

@@ -69,7 +69,8 @@ class Session:
         """Load the pool(s) once; the hot path never reads files. The seed is bound with the trainer."""
         spec = PlaceholderSpec(extra_patterns=config.placeholder_regex) if config.placeholder_regex else DEFAULT_SPEC
         pool = Pool.load(*map(Path, config.pool), scope=config.scope)
-        return cls(config, InstructionRewriter(pool, config.epsilon, config.seed or 0, spec))
+        epsilon, task_epsilon = config.task_epsilons()
+        return cls(config, InstructionRewriter(pool, epsilon, config.seed or 0, spec, task_epsilon))
 
     def bind(self, training_args: Any) -> None:
         """Take the seed (`--instraug_seed`, else LLaVA's `--seed`) and output directory of the run."""
@@ -130,7 +131,7 @@ class Session:
         for row in keep:
             for text in human_texts(row, self.config.turns == "all"):
                 coverage.add(self.task(row), text, self.rewriter)
-        warnings = coverage_verdict(coverage, pools=self.config.pool, mode=self.config.mode, epsilon=self.config.epsilon)
+        warnings = coverage_verdict(coverage, pools=self.config.pool, mode=self.config.mode, epsilon=self.config.lowest_epsilon())
         self.pretrain["pool_coverage"] = coverage.record()
         if checker.total:
             self.pretrain["invalid_rows_skipped"] = dict(checker.skipped)
