@@ -33,8 +33,8 @@ from pydantic_core import ErrorDetails
 from instraug_plugin.backends.smollm2 import DEFAULT_MODEL  # torch-free
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.filters import DEFAULT_MIN_FIDELITY
-from instraug_plugin.core.plan import DEFAULT_FLOOR, DEFAULT_STRENGTH, Rule, load_plan
 from instraug_plugin.core.placeholders import PlaceholderSpec
+from instraug_plugin.core.plan import DEFAULT_FLOOR, DEFAULT_STRENGTH, Rule, load_plan
 from instraug_plugin.core.pool import SCOPES
 from instraug_plugin.evaluation.evalset import VARIANT_CHOICES, EvalSet, load_eval_set
 from instraug_plugin.generation.pipeline import STRATEGIES  # torch-free (checked by a test)
