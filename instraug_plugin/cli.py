@@ -198,7 +198,8 @@ def _check_rerun(ctx: typer.Context) -> None:
 
 def _plan_budgets(ctx: typer.Context, plan: Path | None, seed_tasks: set[str]) -> dict[str, int] | None:
     """`pregen --plan`: the budget of each task of the seeds. Notes plan tasks with a budget above 1 that
-    no seed has (task names that differ), and a plan whose budgets changed since the manifest a rerun reads."""
+    no seed has (task names that differ); a rerun from a manifest fails if the plan file now gives other
+    budgets than the pool was made with (unless --plan is given on the command line)."""
     if plan is None:
         return None
     from instraug_plugin.core.plan import load_plan
@@ -210,12 +211,12 @@ def _plan_budgets(ctx: typer.Context, plan: Path | None, seed_tasks: set[str]) -
     unmatched = sorted(task for task, entry in loaded.tasks.items() if entry.budget > 1 and task not in budgets)
     if unmatched:
         print(f"note: --plan {plan}: no seed has task(s) {', '.join(unmatched)} (seed tasks: {', '.join(tasks)}); "
-              "their budgets are unused", file=sys.stderr)
+              "their budgets are unused (rows name their task with --task-column)", file=sys.stderr)
     if POOL_MANIFEST in ctx.meta and not _typed(ctx, "plan"):
         recorded = (read_manifest(ctx.meta[POOL_MANIFEST]).get("plan") or {}).get("budgets")
         if recorded is not None and recorded != budgets:
-            print(f"note: --plan {plan} now gives the budgets {budgets}, the pool of --config {ctx.params['config']} "
-                  f"was made with {recorded}", file=sys.stderr)
+            raise InstrAugError(f"--config {ctx.params['config']}: its pool was made with the plan budgets {recorded}; "
+                                f"{plan} now gives {budgets} (give --plan to rerun with the plan as it is now)")
     return budgets
 
 

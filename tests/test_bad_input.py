@@ -164,6 +164,14 @@ def plan_file(tmp: Path, **tasks: float) -> Path:
     return Plan(Rule(0.5, 0.05), {task: TaskPlan(eps, 1) for task, eps in tasks.items()}).save(tmp / "plan.json")
 
 
+def planned_pool_manifest(tmp: Path) -> Path:
+    """A pool made with a plan's budgets {t: 3} (as its manifest records), whose plan file now gives t budget 1."""
+    plan = plan_file(tmp, t=0.5)
+    return write(tmp / "p" / "manifest.json", {
+        "format": "instraug-pool/1", "seeds": 1, "plan": {"path": str(plan), "budgets": {"t": 3}},
+        "options": {"source": str(templates(tmp)), "out": str(tmp / "p"), "plan": str(plan)}})
+
+
 def train_config(tmp: Path, text: str, name: str = "train.yaml") -> Path:
     return write(tmp / name, text)
 
@@ -449,6 +457,8 @@ CASES = [
     Case("pregen-plan-is-a-report",
          lambda t: ["pregen", templates(t), "--plan", eval_report(t) / "report.json", "--out", t / "p"],
          r"report\.json: not a plan file"),
+    Case("pregen-manifest-plan-changed", lambda t: ["pregen", "--config", planned_pool_manifest(t), "--out", t / "q"],
+         r"manifest\.json: its pool was made with the plan budgets \{'t': 3\}; .*plan\.json now gives \{'t': 1\}"),
     Case("build-plan-with-epsilon", lambda t: build_args(t, "--plan", plan_file(t, colors=0.1), "--epsilon", 0.3),
          r"--epsilon: not with --plan \(the plan sets every task's epsilon\)"),
     Case("build-plan-out-of-its-bounds", lambda t: build_args(t, "--plan", plan_file(t, colors=0.9)),

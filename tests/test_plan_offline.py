@@ -98,6 +98,20 @@ def test_pregen_budgets_multiply_a_tasks_first_round_samples_and_budget_one_asks
     assert keys(planned, "strong") == keys(plain, "strong")  # budget 1: exactly the requests without a plan
 
 
+def test_pregen_notes_plan_budgets_no_seed_can_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Seeds without --task-column are all task 'default': the plan's budget for 'colors' would be lost. The
+    note comes before generation (here against a port nothing listens on, which then fails in one line)."""
+    plan = Plan(Rule(0.9, 0.1), {"colors": TaskPlan(0.1, 4), "shapes": TaskPlan(0.9, 1)}).save(tmp_path / "plan.json")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["pregen", str(REPO / "dataset_info" / "dataset_info.json"), "--dataset", "instraug_demo", "--plan",
+              str(plan), "--backend", "openai", "--model", "m", "--api-base", "http://127.0.0.1:9/v1",
+              "--max-retries", "0", "--min-fidelity", "0", "--out", str(tmp_path / "pool")])
+    err = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and err[1].startswith("error: http://127.0.0.1:9/v1"), err
+    assert err[0] == (f"note: --plan {plan}: no seed has task(s) colors (seed tasks: default); their budgets are "
+                      "unused (rows name their task with --task-column)")
+
+
 def test_build_plan_rewrites_each_task_as_often_as_its_epsilon_says(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """200 copies of the demo rows; the task of each instruction comes from the pool (no task column)."""
