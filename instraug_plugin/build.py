@@ -3,7 +3,8 @@
 Same instances as the source; each instance's instruction is drawn once per copy with the same
 epsilon sampling as the training hook (original with probability epsilon, else a pool paraphrase),
 keyed by (seed, copy, row, turn); with a plan (`core.plan`) each task's rows use that task's epsilon
-(the row's task column, else the pool task of the matched instruction). Answers, system prompts, images and placeholders are kept.
+(the row's task column, else the pool task of the matched instruction). Answers, system prompts,
+images and placeholders are kept.
 Input: a LLaMA-Factory `dataset_info.json` (or its directory) plus a dataset name, or a LLaVA json;
 its dataset format (`instraug_plugin.formats`) checks, rewrites and writes the rows.
 """
