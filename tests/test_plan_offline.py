@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from instraug_plugin.cli import main
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
 from instraug_plugin.core.plan import Plan, Rule, TaskPlan, load_plan
-from instraug_plugin.core.pool import PoolRecord, write_pool
+from instraug_plugin.core.pool import PoolRecord, read_manifest, read_records, write_pool
+from instraug_plugin.core.sampling import unit_draw
 from instraug_plugin.generation.pipeline import PregenConfig, build_jobs
 from instraug_plugin.generation.prompts import load_meta_prompts
 from instraug_plugin.inputs.base import SeedInstruction
@@ -187,9 +189,6 @@ def run(*args: Any, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
 @pytest.mark.slow
 def test_plan_then_pregen_then_training_follows_the_plan(tmp_path: Path, tiny_llava: Path,
                                                           offline_env: dict[str, str]) -> None:
-    from instraug_plugin.core.pool import read_manifest, read_records
-    from instraug_plugin.core.sampling import unit_draw
-
     data = tmp_path / "data"
     shutil.copytree(REPO / "dataset_info", data)
     cli = BIN / "instraug-plugin"
@@ -202,22 +201,24 @@ def test_plan_then_pregen_then_training_follows_the_plan(tmp_path: Path, tiny_ll
 
     pregen = [cli, "pregen", data / "dataset_info.json", "--dataset", "instraug_demo", "--task-column", "task",
               "--limit", 2, "--plan", tmp_path / "plan.json", "--direct-prompts", 2, "--guided-prompts", 0,
-              "--device", "cpu", "--batch-size", 16]
+              "--strategy", "iterative", "--rounds", 2, "--device", "cpu", "--batch-size", 16]
     result = run(*pregen, "--out", tmp_path / "pool", env=offline_env, cwd=tmp_path)
     manifest = read_manifest(tmp_path / "pool")
-    assert manifest["tasks"]["colors"]["generated"] == 4 * 2 and manifest["tasks"]["shapes"]["generated"] == 2
+    first_round = Counter(r.task for r in read_records(tmp_path / "pool") if r.round == 1)
+    assert first_round["colors"] > 0 and first_round["shapes"] > 0, first_round
+    # Round 1: 2 meta-prompts x budget; round 2 rephrases each kept round-1 output with the 2 meta-prompts.
+    generated = {task: manifest["tasks"][task]["generated"] for task in ("colors", "shapes")}
+    assert generated == {"colors": 2 * 4 + 2 * first_round["colors"], "shapes": 2 * 1 + 2 * first_round["shapes"]}
     assert manifest["plan"] == {"path": str(tmp_path / "plan.json"), "budgets": {"colors": 4, "shapes": 1}}
     assert manifest["options"]["plan"] == str(tmp_path / "plan.json")
     assert "by task: colors (budget 4)" in result.stdout
-    kept = {task: n["paraphrases"] for task, n in manifest["tasks"].items()}
-    assert kept["colors"] > 0 and kept["shapes"] > 0, kept
 
     # A rerun from the manifest asks the same requests: with the first run's cache, every reply is a hit.
     (tmp_path / "rerun").mkdir()
     shutil.copy(tmp_path / "pool" / "cache.jsonl", tmp_path / "rerun" / "cache.jsonl")
     run(cli, "pregen", "--config", tmp_path / "pool" / "manifest.json", "--out", tmp_path / "rerun",
         env=offline_env, cwd=tmp_path)
-    assert read_manifest(tmp_path / "rerun")["cache_hits"] == 10
+    assert read_manifest(tmp_path / "rerun")["cache_hits"] == manifest["generated"] == sum(generated.values())
     assert (tmp_path / "rerun" / "pool.jsonl").read_text() == (tmp_path / "pool" / "pool.jsonl").read_text()
 
     config = yaml.safe_load((REPO / "examples" / "tiny_llava_cpu_pool.yaml").read_text())
@@ -239,8 +240,8 @@ def test_plan_then_pregen_then_training_follows_the_plan(tmp_path: Path, tiny_ll
         if sample["decision"] == "no_entry":
             continue
         decisions[task].append(sample["decision"])
-        # Each draw used its task's epsilon (instraug_seed 7, the user turn is message 0).
-        kept_original = unit_draw(7, sample["epoch"], sample["index"], 0) < plan.epsilon_for(task)
+        # Each draw used its task's epsilon (the user turn is message 0).
+        kept_original = unit_draw(config["instraug_seed"], sample["epoch"], sample["index"], 0) < plan.epsilon_for(task)
         assert (sample["decision"] == "original") == kept_original, sample
         if sample["decision"] == "rewritten":
             assert sample["user_turns"][0].removeprefix("<image>").strip() in paraphrases
