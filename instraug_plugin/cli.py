@@ -529,7 +529,11 @@ def plan_command(
 
     if out.is_dir():
         raise InstrAugError(f"--out: {out} is a directory; give the plan file to write")
-    rule = Rule(epsilon, floor, strength, max_budget)
+    try:
+        rule = Rule(epsilon, floor, strength, max_budget)
+    except InstrAugError as exc:
+        raise InstrAugError(f"--epsilon {epsilon} --floor {floor} --strength {strength} --max-budget {max_budget}: "
+                            f"{exc}") from None
     made = plan_from_report(report, rule, pool or ())
     if made.not_in_pool:
         print(f"warning: report task(s) {', '.join(made.not_in_pool)} are not tasks of the pool; their plan entries "
