@@ -2,7 +2,9 @@
 
 Same instances as the source; each instance's instruction is drawn once per copy with the same
 epsilon sampling as the training hook (original with probability epsilon, else a pool paraphrase),
-keyed by (seed, copy, row, turn). Answers, system prompts, images and placeholders are kept.
+keyed by (seed, copy, row, turn); with a plan (`core.plan`) each task's rows use that task's epsilon
+(the row's task column, else the pool task of the matched instruction). Answers, system prompts,
+images and placeholders are kept.
 Input: a LLaMA-Factory `dataset_info.json` (or its directory) plus a dataset name, or a LLaVA json;
 its dataset format (`instraug_plugin.formats`) checks, rewrites and writes the rows.
 """
@@ -19,6 +21,7 @@ from typing import Any
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
+from instraug_plugin.core.plan import load_plan
 from instraug_plugin.core.pool import Pool
 from instraug_plugin.core.rows import RowChecker
 from instraug_plugin.core.sampling import InstructionRewriter
@@ -136,7 +139,8 @@ def _write_atomically(files: dict[Path, str], directory: Path) -> None:
 
 def build_dataset(
     *, dataset: Path, name: str | None, pools: list[Path], output_dir: Path | None = None,
-    output_name: str | None = None, epsilon: float = 0.5, seed: int = 42, copies: int = 1,
+    output_name: str | None = None, epsilon: float | None = None, plan: Path | None = None, seed: int = 42,
+    copies: int = 1,
     all_turns: bool = False, task_column: str | None = None, placeholder_regex: tuple[str, ...] = (),
     scope: str = "template", overwrite: bool = False, skip_invalid: bool = False, media_dir: Path | None = None,
 ) -> dict[str, Any]:
@@ -149,9 +153,12 @@ def build_dataset(
     with `skip_invalid` are left out and counted by kind in the summary's `invalid`. Media files are
     looked for in `media_dir` (LLaMA-Factory's `media_dir`), by default the dataset_info.json folder;
     a LLaVA json's are checked only when `media_dir` is given. `scope` (template | all) says
-    whether instance-level rows are reworded (`core.pool.scoped_records`).
+    whether instance-level rows are reworded (`core.pool.scoped_records`). `epsilon` (default 0.5) or
+    `plan` (a plan file: every task's epsilon) sets the probability of the original wording.
     """
-    if not 0.0 <= epsilon <= 1.0:
+    if epsilon is not None and plan is not None:
+        raise InstrAugError("--epsilon: not with --plan (the plan sets every task's epsilon)")
+    if epsilon is not None and not 0.0 <= epsilon <= 1.0:
         raise InstrAugError(f"--epsilon: expected a number in [0, 1], got {epsilon}")
     if copies < 1:
         raise InstrAugError(f"--copies: expected an integer >= 1, got {copies}")
@@ -169,9 +176,15 @@ def build_dataset(
     _check_output(data_path, source)
     info_path = output_dir / DATASET_INFO
     info = _output_info(info_path, output_name, data_path, overwrite)
+    task_epsilon: dict[str, float] = {}
+    if plan is not None:
+        loaded = load_plan(plan)
+        epsilon, task_epsilon = loaded.rule.epsilon, loaded.epsilons()
+    elif epsilon is None:
+        epsilon = 0.5
     rows = load_rows(source.path)
     spec = PlaceholderSpec(extra_patterns=placeholder_regex) if placeholder_regex else DEFAULT_SPEC
-    rewriter = InstructionRewriter(Pool.load(*pools, scope=scope), epsilon, seed, spec)
+    rewriter = InstructionRewriter(Pool.load(*pools, scope=scope), epsilon, seed, spec, task_epsilon)
     checker = RowChecker(skip_invalid)
     out_rows: list[dict[str, Any]] = []
     counts: Counter[str] = Counter({"rewritten": 0, "original": 0, "no_entry": 0})
@@ -192,6 +205,8 @@ def build_dataset(
         raise InstrAugError(f"{source.where}: no valid rows to write ({checker.summary() or 'the dataset is empty'})")
     marker = {"source": source.where, "pools": [str(p) for p in pools], "epsilon": epsilon, "seed": seed,
               "copies": copies}
+    if plan is not None:
+        marker |= {"plan": str(plan), "task_epsilon": task_epsilon}
     data, entry = dataset_format.output(out_rows, data_path.name)
     info[output_name] = {**entry, BUILD_MARKER: marker}
     _write_atomically({data_path: data, info_path: json.dumps(info, ensure_ascii=False, indent=2)}, output_dir)

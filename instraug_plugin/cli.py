@@ -19,6 +19,7 @@ from instraug_plugin.core.filters import (
     DEFAULT_INSTANCE_MIN_FIDELITY,
     DEFAULT_MIN_FIDELITY,
 )
+from instraug_plugin.core.plan import DEFAULT_FLOOR, DEFAULT_MAX_BUDGET, DEFAULT_STRENGTH
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -195,6 +196,30 @@ def _check_rerun(ctx: typer.Context) -> None:
         raise InstrAugError(f"--config {config}: the recorded --api-base had its credentials removed; give --api-base")
 
 
+def _plan_budgets(ctx: typer.Context, plan: Path | None, seed_tasks: set[str]) -> dict[str, int] | None:
+    """`pregen --plan`: the budget of each task of the seeds. Notes plan tasks with a budget above 1 that
+    no seed has (task names that differ); a rerun from a manifest fails if the plan file now gives other
+    budgets than the pool was made with (unless --plan is given on the command line)."""
+    if plan is None:
+        return None
+    from instraug_plugin.core.plan import load_plan
+    from instraug_plugin.core.pool import read_manifest
+
+    loaded = load_plan(plan)
+    tasks = sorted(seed_tasks)
+    budgets = {task: loaded.budget_for(task) for task in tasks}
+    unmatched = sorted(task for task, entry in loaded.tasks.items() if entry.budget > 1 and task not in budgets)
+    if unmatched:
+        print(f"note: --plan {plan}: no seed has task(s) {', '.join(unmatched)} (seed tasks: {', '.join(tasks)}); "
+              "their budgets are unused (rows name their task with --task-column)", file=sys.stderr)
+    if POOL_MANIFEST in ctx.meta and not _typed(ctx, "plan"):
+        recorded = (read_manifest(ctx.meta[POOL_MANIFEST]).get("plan") or {}).get("budgets")
+        if recorded is not None and recorded != budgets:
+            raise InstrAugError(f"--config {ctx.params['config']}: its pool was made with the plan budgets {recorded}; "
+                                f"{plan} now gives {budgets} (give --plan to rerun with the plan as it is now)")
+    return budgets
+
+
 @app.command("pregen")
 def pregen_command(
     ctx: typer.Context,
@@ -217,6 +242,7 @@ def pregen_command(
     rounds: Annotated[int, typer.Option(help="Rephrasing rounds (iterative).")] = 2,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling p.")] = 0.9,
     samples_per_prompt: Annotated[int, typer.Option(help="Samples per meta-prompt and temperature.")] = 1,
+    plan: Annotated[Path | None, typer.Option(help="Plan file from instraug-plugin plan: each task's budget multiplies its seeds' samples per meta-prompt and temperature (tasks not in it: 1).")] = None,
     direct_prompts: Annotated[int | None, typer.Option(help="Direct meta-prompts to use (0-5; default all 5).")] = None,
     guided_prompts: Annotated[int | None, typer.Option(help="Guided meta-prompts to use (0 to the number of guides; default all).")] = None,
     guides: Annotated[Path | None, typer.Option(help="Guides file from bootstrap-guides.")] = None,
@@ -288,6 +314,7 @@ def pregen_command(
         print(f"{source}: skipped {sum(seed_set.invalid_rows.values())} invalid row(s): "
               + ", ".join(f"{n} {kind}" for kind, n in seed_set.invalid_rows.items()))
     meta_prompts = load_meta_prompts(direct_prompts, guided_prompts, guides_file=guides)
+    budgets = _plan_budgets(ctx, plan, {seed.task for seed in seeds})
     options = _given(
         model=model, quantization_bits=quantization_bits, device=device, dtype=dtype, decoder=decoder,
         batch_size=batch_size, api_base=api_base,
@@ -314,13 +341,18 @@ def pregen_command(
                           "guided": sum(m.name.startswith("guided/") for m in meta_prompts),
                           "guides_file": None if guides is None else str(guides),
                           "names": [m.name for m in meta_prompts]},
-            invalid_rows=seed_set.invalid_rows, **{OPTIONS_KEY: _recorded_options(ctx)},
+            invalid_rows=seed_set.invalid_rows, budgets=budgets,
+            **({} if plan is None else {"plan": {"path": str(plan.resolve()), "budgets": budgets}}),
+            **{OPTIONS_KEY: _recorded_options(ctx)},
         )
     counts = result.counts
     print(
         f"wrote {out}/pool.jsonl: {counts['seeds']} seeds, {counts['kept']} paraphrases kept of "
         f"{counts['generated']} generated (yield {counts['yield']:.0%}, {counts['cache_hits']} from cache)"
     )
+    if budgets:
+        print("by task: " + "; ".join(f"{task} (budget {budgets[task]}) {n['paraphrases']} kept of {n['generated']}"
+                                      for task, n in sorted(counts["tasks"].items())))
     kinds = counts["kinds"]
     if len(kinds) > 1 or "instance" in kinds:
         print("by kind: " + "; ".join(f"{kind} {n['seeds']} seeds, {n['kept']} kept of {n['generated']}"
@@ -412,12 +444,14 @@ def train_command(
 
 @app.command("build")
 def build_command(
+    ctx: typer.Context,
     dataset: Annotated[Path, typer.Argument(help="dataset_info.json (or its directory) with --name, or a LLaVA json.")],
     pool: Annotated[list[Path], typer.Option("--pool", help="Pool directory or pool.jsonl (repeatable).")],
     name: Annotated[str | None, typer.Option("--name", help="Dataset name in dataset_info.json.")] = None,
     output_dir: Annotated[Path | None, typer.Option("--output-dir", help="Default: the source's directory.")] = None,
     output_name: Annotated[str | None, typer.Option("--output-name", help="Default: NAME_instraug.")] = None,
     epsilon: Annotated[float, typer.Option(help="Probability of keeping the original wording.")] = 0.5,
+    plan: Annotated[Path | None, typer.Option(help="Plan file from instraug-plugin plan: each task's epsilon (not with --epsilon).")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 42,
     copies: Annotated[int, typer.Option(help="Augmented copies per instance (K).")] = 1,
     all_turns: Annotated[bool, typer.Option("--all-turns", help="Rewrite every user turn, not only the first.")] = False,
@@ -432,8 +466,9 @@ def build_command(
     from instraug_plugin.build import build_dataset
 
     summary = build_dataset(
-        dataset=dataset, name=name, pools=pool, output_dir=output_dir, output_name=output_name, epsilon=epsilon,
-        seed=seed, copies=copies, all_turns=all_turns, task_column=task_column,
+        dataset=dataset, name=name, pools=pool, output_dir=output_dir, output_name=output_name,
+        epsilon=epsilon if plan is None or _typed(ctx, "epsilon") else None, plan=plan, seed=seed, copies=copies,
+        all_turns=all_turns, task_column=task_column,
         placeholder_regex=tuple(placeholder_regex or ()), scope=scope, overwrite=overwrite, skip_invalid=skip_invalid,
         media_dir=media_dir,
     )
@@ -477,6 +512,37 @@ def eval_command(
     paths = write_report(report, out, items)
     print(to_markdown(report))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
+
+
+@app.command("plan")
+def plan_command(
+    report: Annotated[Path, typer.Option("--report", help="instraug-plugin eval's output folder, or its report.json.")],
+    pool: Annotated[list[Path] | None, typer.Option("--pool", help="Pool directory or pool.jsonl (repeatable): every pool task is planned; report tasks must match its task names.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Plan file to write (pregen --plan, build --plan, instraug_plan:).")] = Path("runs/plan.json"),
+    epsilon: Annotated[float, typer.Option(help="Global probability of the original wording: the highest any task gets.")] = 0.5,
+    floor: Annotated[float, typer.Option(help="The lowest epsilon any task gets (<= --epsilon).")] = DEFAULT_FLOOR,
+    strength: Annotated[float, typer.Option(help="Weakness = min(1, strength x max(drop rate, sensitivity)).")] = DEFAULT_STRENGTH,
+    max_budget: Annotated[int, typer.Option(help="Paraphrase budget of the weakest task (generation multiplier in pregen --plan).")] = DEFAULT_MAX_BUDGET,
+) -> None:
+    """Turn an eval report into a per-task plan: lower epsilon and more paraphrases where wording hurts."""
+    from instraug_plugin.core.plan import Rule, plan_from_report, plan_table
+
+    if out.is_dir():
+        raise InstrAugError(f"--out: {out} is a directory; give the plan file to write")
+    try:
+        rule = Rule(epsilon, floor, strength, max_budget)
+    except InstrAugError as exc:
+        raise InstrAugError(f"--epsilon {epsilon} --floor {floor} --strength {strength} --max-budget {max_budget}: "
+                            f"{exc}") from None
+    made = plan_from_report(report, rule, pool or ())
+    if made.not_in_pool:
+        print(f"warning: report task(s) {', '.join(made.not_in_pool)} are not tasks of the pool; their plan entries "
+              "apply only to rows that name them", file=sys.stderr)
+    check_output_dir(out.parent, "--out")
+    made.plan.save(out)
+    print(plan_table(made.plan))
+    print(f"wrote {out}: {len(made.plan.tasks)} tasks (epsilon {rule.epsilon}, floor {rule.floor}, "
+          f"strength {rule.strength}, max budget {rule.max_budget})")
 
 
 @app.command("make-benchmark")

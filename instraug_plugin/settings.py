@@ -144,7 +144,7 @@ class InstrAugConfig(BaseModel):
     def lowest_epsilon(self) -> float:
         """The smallest epsilon any task trains with (1 means no task ever sees a paraphrase)."""
         default, by_task = self.task_epsilons()
-        return min(default, *by_task.values())
+        return min([default, *by_task.values()])
 
     def adaptive_rule(self) -> Rule:
         """The online loop's rule (`instraug_adaptive`): the global epsilon, the floor and the strength."""

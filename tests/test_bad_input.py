@@ -150,6 +150,28 @@ def eval_set(tmp: Path, template: str = "What is the {shape}?") -> Path:
     })
 
 
+def eval_report(tmp: Path, data: Any = None) -> Path:
+    """An eval output folder whose report.json holds `data` (default: tasks a and b with a drop rate)."""
+    write(tmp / "eval" / "report.json", data if data is not None else {
+        "tasks": [{"task": "a", "pdr": 0.2, "sensitivity": 0.1}, {"task": "b", "pdr": 0.0, "sensitivity": 0.0}]})
+    return tmp / "eval"
+
+
+def plan_file(tmp: Path, **tasks: float) -> Path:
+    """A plan file (as `instraug-plugin plan` writes it) giving each task of `tasks` that epsilon."""
+    from instraug_plugin.core.plan import Plan, Rule, TaskPlan
+
+    return Plan(Rule(0.5, 0.05), {task: TaskPlan(eps, 1) for task, eps in tasks.items()}).save(tmp / "plan.json")
+
+
+def planned_pool_manifest(tmp: Path) -> Path:
+    """A pool made with a plan's budgets {t: 3} (as its manifest records), whose plan file now gives t budget 1."""
+    plan = plan_file(tmp, t=0.5)
+    return write(tmp / "p" / "manifest.json", {
+        "format": "instraug-pool/1", "seeds": 1, "plan": {"path": str(plan), "budgets": {"t": 3}},
+        "options": {"source": str(templates(tmp)), "out": str(tmp / "p"), "plan": str(plan)}})
+
+
 def train_config(tmp: Path, text: str, name: str = "train.yaml") -> Path:
     return write(tmp / name, text)
 
@@ -402,6 +424,45 @@ CASES = [
     Case("pregen-manifest-api-base-credentials-not-recorded",
          lambda t: ["pregen", "--config", pool_manifest(t, backend="openai", model="m", api_base="http://***@127.0.0.1:9/v1"),
                     "--out", t / "q"], r"the recorded --api-base had its credentials removed; give --api-base"),
+    # ------------------------------------------------------------ plan (and pregen / build --plan)
+    Case("plan-report-missing", lambda t: ["plan", "--report", t / "none", "--out", t / "plan.json"],
+         r"--report: file not found: .*none"),
+    Case("plan-report-folder-without-report", lambda t: ["plan", "--report", t, "--out", t / "plan.json"],
+         r"--report .*: no report\.json in this folder"),
+    Case("plan-report-broken-json", lambda t: ["plan", "--report", write(t / "report.json", "{"), "--out", t / "p.json"],
+         r"report\.json: not valid JSON"),
+    Case("plan-report-not-a-report", lambda t: ["plan", "--report", eval_report(t, {"overall": {}}), "--out", t / "p.json"],
+         r"report\.json: not an evaluation report"),
+    Case("plan-report-bad-number",
+         lambda t: ["plan", "--report", eval_report(t, {"tasks": [{"task": "a", "pdr": "high"}]}), "--out", t / "p.json"],
+         r"report\.json: tasks\[0\]\.pdr is not a number: 'high'"),
+    Case("plan-report-without-tasks", lambda t: ["plan", "--report", eval_report(t, {"tasks": []}), "--out", t / "p.json"],
+         r"report\.json: the report has no tasks"),
+    Case("plan-floor-above-epsilon",
+         lambda t: ["plan", "--report", eval_report(t), "--epsilon", 0.3, "--floor", 0.4, "--out", t / "p.json"],
+         r"--epsilon 0\.3 --floor 0\.4 --strength 2\.0 --max-budget 4: epsilon floor must be in \[0, epsilon=0\.3\]; got 0\.4"),
+    Case("plan-max-budget", lambda t: ["plan", "--report", eval_report(t), "--max-budget", 0, "--out", t / "p.json"],
+         r"--max-budget 0: max budget must be >= 1; got 0"),
+    Case("plan-no-report-task-in-the-pool",
+         lambda t: ["plan", "--report", eval_report(t), "--pool", pool(t), "--out", t / "p.json"],
+         r"none of its tasks \(a, b\) is a task of the pool \(colors, shapes\); the names must match"),
+    Case("plan-pool-missing", lambda t: ["plan", "--report", eval_report(t), "--pool", t / "nopool", "--out", t / "p.json"],
+         r"pool file not found: .*nopool"),
+    Case("plan-out-is-a-directory", lambda t: ["plan", "--report", eval_report(t), "--out", t],
+         r"--out: .* is a directory; give the plan file to write"),
+    Case("plan-out-unwritable",
+         lambda t: ["plan", "--report", eval_report(t), "--out", readonly_dir(t) / "sub" / "p.json"], r"--out: cannot write to"),
+    Case("pregen-plan-missing", lambda t: ["pregen", templates(t), "--plan", t / "none.json", "--out", t / "p"],
+         r"file not found: .*none\.json"),
+    Case("pregen-plan-is-a-report",
+         lambda t: ["pregen", templates(t), "--plan", eval_report(t) / "report.json", "--out", t / "p"],
+         r"report\.json: not a plan file"),
+    Case("pregen-manifest-plan-changed", lambda t: ["pregen", "--config", planned_pool_manifest(t), "--out", t / "q"],
+         r"manifest\.json: its pool was made with the plan budgets \{'t': 3\}; .*plan\.json now gives \{'t': 1\}"),
+    Case("build-plan-with-epsilon", lambda t: build_args(t, "--plan", plan_file(t, colors=0.1), "--epsilon", 0.3),
+         r"--epsilon: not with --plan \(the plan sets every task's epsilon\)"),
+    Case("build-plan-out-of-its-bounds", lambda t: build_args(t, "--plan", plan_file(t, colors=0.9)),
+         r"plan\.json: bad plan \(task 'colors': epsilon 0\.9"),
     # ------------------------------------------------------------ stats
     Case("stats-out-is-a-file",  # issue reproduction (was a traceback)
          lambda t: ["stats", pool(t), "--out", write(t / "report", "x"), "--no-embeddings"],

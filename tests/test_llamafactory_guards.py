@@ -72,7 +72,8 @@ def test_cli_train_overrides_count(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert info.value.code == 2 and capsys.readouterr().err == f"error: {refusal_line('USE_MCA')}\n"
     with pytest.raises(SystemExit) as info:
         main(["train", str(train_yaml(tmp_path)), "instraug_epsilon=2"])
-    assert info.value.code == 2 and "instraug_epsilon: expected a number in [0.0, 1.0], got 2" in capsys.readouterr().err
+    assert info.value.code == 2 and ("instraug_epsilon: expected a number in [0.0, 1.0] or a {task: number in [0, 1]} "
+                                     "map ('*': other tasks), got 2") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", SWITCHES)

@@ -14,21 +14,27 @@ the online loop (`instraug_adaptive`, from the development report at each epoch 
 gets. A more fragile task (larger drop or spread under wordings) trains on paraphrases more often and
 gets more paraphrases generated. A task absent from the report, or one whose report has neither
 signal (no wording scored above 0), keeps `epsilon` and budget 1.
+
+`pregen --plan` multiplies the samples per meta-prompt and temperature of a task's seeds by its
+budget in the first round (later iterative rounds grow with the kept outputs they rephrase);
+`build --plan` and `instraug_plan:` draw each task's rows with its epsilon.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.jsonfile import read_json_object
+from instraug_plugin.core.pool import read_records
 
 PLAN_FORMAT = "instraug-plan/1"
+REPORT_FILE = "report.json"  # what `instraug-plugin eval` writes in its --out folder
 DEFAULT_FLOOR = 0.05
 DEFAULT_STRENGTH = 2.0
 DEFAULT_MAX_BUDGET = 4
@@ -142,6 +148,56 @@ def _number(value: Any, source: str, where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InstrAugError(f"{source}: {where} is not a number: {value!r}")
     return float(value)
+
+
+def report_file(path: Path) -> Path:
+    """The report.json in an `instraug-plugin eval` output folder, or `path` itself when it is a file."""
+    if path.is_dir():
+        if not (path / REPORT_FILE).is_file():
+            raise InstrAugError(f"--report {path}: no {REPORT_FILE} in this folder (give instraug-plugin eval's "
+                                "--out folder or its report.json)")
+        return path / REPORT_FILE
+    if not path.is_file():
+        raise InstrAugError(f"--report: file not found: {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class ReportPlan:
+    """A plan made from an evaluation report, and the report's tasks no pool has (names that do not match)."""
+
+    plan: Plan
+    not_in_pool: list[str]
+
+
+def plan_from_report(report: Path, rule: Rule, pools: Iterable[Path] = ()) -> ReportPlan:
+    """The plan for an eval report (its folder or report.json). With `pools`, every pool task is
+    listed (those the report lacks keep `rule.epsilon` and budget 1); a report sharing no task with
+    the pools is an error (the task names must match for the plan to apply)."""
+    path = report_file(report)
+    signals = report_signals(read_json_object(path), source=str(path))
+    if not signals:
+        raise InstrAugError(f"{path}: the report has no tasks")
+    pool_tasks = sorted({record.task for pool in pools for record in read_records(Path(pool))})
+    not_in_pool = [task for task in signals if pool_tasks and task not in pool_tasks]
+    if pool_tasks and len(not_in_pool) == len(signals):
+        raise InstrAugError(f"{path}: none of its tasks ({', '.join(signals)}) is a task of the pool "
+                            f"({', '.join(pool_tasks)}); the names must match (pregen --task-column)")
+    signals = {task: (None, None) for task in pool_tasks} | signals
+    return ReportPlan(plan_from_signals(rule, signals, source=str(path.resolve())), not_in_pool)
+
+
+def plan_table(plan: Plan) -> str:
+    """The plan as a fixed-width table: task, pdr, sensitivity, weakness, epsilon, budget."""
+    def cell(value: float | None) -> str:
+        return "-" if value is None or math.isnan(value) else f"{value:.3f}"
+
+    rows = [["task", "pdr", "sensitivity", "weakness", "epsilon", "budget"]]
+    rows += [[task, cell(entry.pdr), cell(entry.sensitivity), cell(entry.weakness), cell(entry.epsilon),
+              str(entry.budget)] for task, entry in sorted(plan.tasks.items())]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+                     for row in rows)
 
 
 def load_plan(path: Path) -> Plan:

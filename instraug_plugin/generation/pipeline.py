@@ -10,6 +10,11 @@ placeholder filter rejects what broke) and `constrained` (the backend must emit 
 exactly once: safe by construction, but a weak rewriter then often forces them into nonsense).
 Either way no kept paraphrase changes a placeholder.
 
+Per-task budgets (`pregen --plan`, `core.plan`): a task with budget b asks b times as many samples
+per meta-prompt and temperature in the first round (sample indices continue where budget 1 stops,
+so budget 1 asks exactly the requests of a run without a plan and cached replies stay valid); later
+iterative rounds grow with the kept outputs they rephrase.
+
 A reply the backend cut off at its token budget is rejected as `truncated` before extraction and
 filtering (constrained decoding could not finish it, so a missing placeholder is not a `placeholders`
 reject).
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -196,11 +201,13 @@ def run_pregen(
     cache: GenerationCache,
     on_batch: ProgressCallback | None = None,
     judge: FidelityJudge | None = None,
+    budgets: Mapping[str, int] | None = None,
 ) -> PregenResult:
     """Generate, filter and collect paraphrases for `seeds` (deterministic given the cache state).
 
     The fidelity filter uses `judge`, else the one `config.filters` names (loaded here); it is off
-    when `config.filters.min_fidelity` is 0.
+    when `config.filters.min_fidelity` is 0. `budgets` multiplies a task's first-round samples
+    (tasks not in it: 1).
     """
     if config.placeholder_mode == "constrained" and not backend.supports_constraints:
         hint = " (or --structured-outputs for a vLLM server)" if backend.name == "openai" else ""
@@ -235,14 +242,16 @@ def run_pregen(
     filter_seconds = 0.0
     generated_per_seed: Counter[str] = Counter()
     generated_per_kind: Counter[str] = Counter()
+    generated_per_task: Counter[str] = Counter()
     started = time.perf_counter()
     for round_index in range(1, config.n_rounds + 1):
-        jobs = build_jobs(parents, meta_prompts, config, specs, round_index)
+        jobs = build_jobs(parents, meta_prompts, config, specs, round_index, budgets if round_index == 1 else None)
         check_context(backend, jobs)  # every prompt fits the model's context before any generation
         replies, round_hits = generate_cached(backend, [j.request for j in jobs], cache, config.batch_size, on_batch)
         generated += len(jobs)
         generated_per_seed.update(job.seed.text for job in jobs)
         generated_per_kind.update(job.seed.kind for job in jobs)
+        generated_per_task.update(job.seed.task for job in jobs)
         hits += round_hits
         parents = []
         restored_jobs: list[tuple[_Job, Candidate]] = []
@@ -281,12 +290,14 @@ def run_pregen(
     per_language: dict[str, dict[str, int]] = {}
     per_kind: dict[str, dict[str, int]] = {}
     for record in records:
-        entry = per_task.setdefault(record.task, {"seeds": 0, "paraphrases": 0})
+        entry = per_task.setdefault(record.task, {"seeds": 0, "paraphrases": 0, "generated": 0})
         entry["seeds" if record.strategy == SEED_STRATEGY else "paraphrases"] += 1
         column = "seeds" if record.strategy == SEED_STRATEGY else "kept"
         language = per_language.setdefault(language_of(record.seed, spec), {"seeds": 0, "generated": 0, "kept": 0})
         language[column] += 1
         per_kind.setdefault(record.kind or TEMPLATE, {"seeds": 0, "generated": 0, "kept": 0})[column] += 1
+    for task, n in generated_per_task.items():
+        per_task[task]["generated"] = n
     for seed_text, n in generated_per_seed.items():
         per_language[language_of(seed_text, spec)]["generated"] += n
     for seed_kind, n in generated_per_kind.items():
@@ -330,11 +341,14 @@ def build_jobs(
     config: PregenConfig,
     specs: dict[str, PlaceholderSpec],
     round_index: int,
+    budgets: Mapping[str, int] | None = None,
 ) -> list[_Job]:
     """One job per (parent, meta-prompt, temperature, sample): what a round asks the rewriter; each seed
-    is masked with the spec of its kind (`specs`: template / instance)."""
+    is masked with the spec of its kind (`specs`: template / instance). A seed's task budget
+    (`budgets`, default 1) multiplies its samples."""
     jobs = []
     for seed, parent in parents:
+        samples = config.samples_per_prompt * (budgets or {}).get(seed.task, 1)
         masked = specs[seed.kind].mask(parent, source=seed.seed_id)
         constrained = config.placeholder_mode == "constrained"
         required = tuple(masked.sentinels) if constrained else ()
@@ -342,7 +356,7 @@ def build_jobs(
         for meta_prompt in meta_prompts:
             messages = meta_prompt.messages(masked.text)
             for temperature in config.sampling_temperatures:
-                for sample_index in range(config.samples_per_prompt):
+                for sample_index in range(samples):
                     request = GenerationRequest(
                         messages=messages, temperature=temperature, top_p=config.top_p,
                         max_new_tokens=_max_new_tokens(masked, config), sample_index=sample_index,
@@ -372,12 +386,13 @@ def pregen_to_directory(
     out_dir: Path,
     on_batch: ProgressCallback | None = None,
     judge: FidelityJudge | None = None,
+    budgets: Mapping[str, int] | None = None,
     **manifest_extra: object,
 ) -> PregenResult:
     """Run pregen with the cache `out_dir/cache.jsonl` (resumable) and write the pool there."""
     started = time.perf_counter()
     cache = GenerationCache(out_dir / CACHE_FILE)
-    result = run_pregen(seeds, backend, meta_prompts, config, cache, on_batch, judge)
+    result = run_pregen(seeds, backend, meta_prompts, config, cache, on_batch, judge, budgets)
     result.counts["total_seconds"] = round(time.perf_counter() - started, 2)
     write_pool(out_dir, result.records, manifest(config, backend, result, **manifest_extra))
     return result
