@@ -142,9 +142,11 @@ class InstrAugConfig(BaseModel):
         return self.epsilon, {}
 
     def lowest_epsilon(self) -> float:
-        """The smallest epsilon any task trains with (1 means no task ever sees a paraphrase)."""
+        """The smallest epsilon any task trains with (1 means no task ever sees a paraphrase); with
+        `instraug_adaptive`, the floor the online loop may lower a task to."""
         default, by_task = self.task_epsilons()
-        return min(default, *by_task.values())
+        lowest = min([default, *by_task.values()])
+        return min(lowest, self.epsilon_floor) if self.adaptive else lowest
 
     def adaptive_rule(self) -> Rule:
         """The online loop's rule (`instraug_adaptive`): the global epsilon, the floor and the strength."""

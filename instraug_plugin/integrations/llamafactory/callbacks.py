@@ -19,7 +19,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import TrainerCallback
 
 from instraug_plugin.core.errors import InstrAugError
@@ -200,6 +199,8 @@ class AdaptiveCallback(InstrAugEvalCallback):
 
 def broadcast_from_main(values: list[float], device: Any) -> list[float]:
     """The main process's `values` on every rank (unchanged without torch.distributed)."""
+    import torch
+
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
