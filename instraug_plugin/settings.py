@@ -85,9 +85,9 @@ class EvalCallbackSettings(BaseModel):
     every_n_epochs: int = Field(1, ge=1)
     save_reports: bool = True
 
-    def load_set(self) -> EvalSet:
-        """The evaluation set these settings select (validated; one-line errors)."""
-        return load_eval_set(Path(self.set), variants=self.variants, tasks=self.tasks or None,
+    def load_set(self, variants: str | None = None) -> EvalSet:
+        """The evaluation set these settings select (validated; one-line errors); `variants` overrides theirs."""
+        return load_eval_set(Path(self.set), variants=variants or self.variants, tasks=self.tasks or None,
                              max_instances_per_task=self.max_instances)
 
 
@@ -142,9 +142,11 @@ class InstrAugConfig(BaseModel):
         return self.epsilon, {}
 
     def lowest_epsilon(self) -> float:
-        """The smallest epsilon any task trains with (1 means no task ever sees a paraphrase)."""
+        """The smallest epsilon any task trains with (1 means no task ever sees a paraphrase); with
+        `instraug_adaptive`, the floor the online loop may lower a task to."""
         default, by_task = self.task_epsilons()
-        return min([default, *by_task.values()])
+        lowest = min([default, *by_task.values()])
+        return min(lowest, self.epsilon_floor) if self.adaptive else lowest
 
     def adaptive_rule(self) -> Rule:
         """The online loop's rule (`instraug_adaptive`): the global epsilon, the floor and the strength."""
@@ -196,6 +198,9 @@ class InstrAugConfig(BaseModel):
             if self.plan is not None or not isinstance(self.epsilon, float):
                 raise ValueError(f"{PREFIX}adaptive: needs {PREFIX}epsilon as one number (the most any task gets), "
                                  f"not a map or {PREFIX}plan")
+            if "variants" in self.evaluation.model_fields_set:
+                raise ValueError(f"{EVAL_PREFIX}variants: not with {PREFIX}adaptive (it scores the original and the "
+                                 "development wordings, never the held-out test wordings)")
         if isinstance(self.epsilon, float) and self.adaptive and self.epsilon_floor > self.epsilon:
             raise ValueError(f"{PREFIX}epsilon_floor: {self.epsilon_floor} is above {PREFIX}epsilon {self.epsilon}")
         return self

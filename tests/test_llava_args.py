@@ -48,6 +48,10 @@ def test_without_instraug_arguments_llava_sees_its_arguments_unchanged() -> None
     (["--instraug_mode", "live"], "instraug_mode: live is not available with LLaVA's train script"),
     (["--instraug_pool", POOL, "--instraug_eval_set", "eval.json"],
      "instraug_eval_set: the epoch-end robustness evaluation is not available with LLaVA's train script"),
+    (["--instraug_pool", POOL, "--instraug_adaptive"],
+     "instraug_adaptive: the online loop is not available with LLaVA's train script"),
+    (["--instraug_pool", POOL, "--instraug_adaptive", "True", "--instraug_eval_set", "eval.json"],
+     "instraug_adaptive: the online loop is not available with LLaVA's train script"),
 ])
 def test_bad_arguments_fail_in_one_line_naming_the_key(argv: list[str], message: str) -> None:
     with pytest.raises(InstrAugError) as info:

@@ -76,6 +76,19 @@ class EvalSet:
                 out.append(EvalItem(inst, variant, render(template, inst)))
         return out
 
+    def to_json(self) -> dict[str, Any]:
+        """The set in its file format (`load_eval_set` reads it back; image paths are absolute)."""
+        tasks = {}
+        for name, spec in self.tasks.items():
+            kinds: dict[str, list[str]] = {kind: [] for kind in VARIANT_KINDS}
+            for variant, template in spec.variants.items():
+                kinds[variant.split("/", 1)[0]].append(template)
+            tasks[name] = {"metric": spec.metric, **kinds}
+        instances = [{"id": i.id, "task": i.task, "images": list(i.images), "fields": i.fields,
+                      "answers": list(i.answers), "options": None if i.options is None else list(i.options)}
+                     for i in self.instances]
+        return {"format": EVAL_FORMAT, "name": self.name, "tasks": tasks, "instances": instances}
+
 
 def render(template: str, instance: Instance) -> str:
     """Fill `template` with the instance's fields (whitelist formatter) and place its `<image>` tokens."""

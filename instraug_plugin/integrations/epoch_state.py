@@ -1,5 +1,6 @@
-"""What every training integration shares across epochs (torch-free, stdlib only): the epoch in
-shared memory for DataLoader workers, and the per-epoch log of rewrite decisions."""
+"""What every training integration shares across epochs (torch-free, stdlib only): the epoch (and the
+online loop's per-task epsilon) in shared memory for DataLoader workers, and the per-epoch log of
+rewrite decisions."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import json
 import multiprocessing
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +16,43 @@ STATS_FILE = "instraug_stats.jsonl"
 SAMPLES_DIR = "instraug_samples"  # `instraug_log_samples`: what the model saw, one file per process
 
 
+class SharedEpsilons(Mapping[str, float]):
+    """Per-task epsilon in shared memory over a fixed task list (`instraug_adaptive`): the main process
+    publishes new values between epochs; DataLoader workers, forked before or after, read the current
+    ones at every draw (the rewriter's `task_epsilon`). Tasks not listed are not in the mapping."""
+
+    def __init__(self, tasks: Iterable[str], epsilon: float) -> None:
+        self.tasks = tuple(sorted(set(tasks)))
+        self._slot = {task: i for i, task in enumerate(self.tasks)}
+        self._values = multiprocessing.RawArray("d", [epsilon] * len(self.tasks))
+
+    def __getitem__(self, task: str) -> float:
+        return self._values[self._slot[task]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def publish(self, values: Mapping[str, float]) -> None:
+        """Set the listed tasks' epsilon for every process that reads this mapping."""
+        for task, value in values.items():
+            self._values[self._slot[task]] = value
+
+
 class EpochState:
     """The epoch a training callback publishes in each rank's main process, in shared memory:
     DataLoader workers, forked for each epoch or persistent across epochs, read the current value at
     every fetch (HF's Trainer calls `on_epoch_begin` before it starts the epoch's iterator). Live
-    mode also bumps `pool_version` after each refresh, so workers reload the pool it wrote."""
+    mode also bumps `pool_version` after each refresh, so workers reload the pool it wrote; the
+    online loop publishes each task's epsilon in `task_epsilon` (`SharedEpsilons`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, task_epsilon: SharedEpsilons | None = None) -> None:
         self._epoch = multiprocessing.RawValue("q", 0)
         self._training = multiprocessing.RawValue("b", 0)
         self._pool_version = multiprocessing.RawValue("q", 0)
+        self.task_epsilon = task_epsilon
 
     @property
     def pool_version(self) -> int:
@@ -53,10 +81,13 @@ class EpochState:
 
 
 def log_epoch(trainer_state: Any, output_dir: str | Path, epoch: int, counts: Mapping[str, int], *,
-              details: Mapping[str, Any], pretrain: Mapping[str, Any]) -> dict[str, Any]:
+              details: Mapping[str, Any], pretrain: Mapping[str, Any],
+              task_epsilon: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Record one epoch's rewrite decisions (`counts`: rewritten / original / no_entry) with `details`
     and the pre-training checks: a line in `output_dir/instraug_stats.jsonl` and scalars in the
-    trainer's `log_history` (`instraug/...`). Returns the record."""
+    trainer's `log_history` (`instraug/...`; details that are mappings or None go in the line only).
+    `task_epsilon`, the online loop's epsilon per task in this epoch, is the record's `task_epsilon`
+    and `instraug/epsilon/<task>` in the log history. Returns the record."""
     record = {
         "epoch": epoch,
         "step": trainer_state.global_step,
@@ -67,7 +98,11 @@ def log_epoch(trainer_state: Any, output_dir: str | Path, epoch: int, counts: Ma
         **details,
         **pretrain,
     }
-    history = {f"instraug/{k}": v for k, v in record.items() if k not in pretrain}
+    if task_epsilon is not None:
+        record["task_epsilon"] = dict(task_epsilon)
+    history = {f"instraug/{k}": v for k, v in record.items()
+               if k not in pretrain and v is not None and not isinstance(v, Mapping)}
+    history |= {f"instraug/epsilon/{task}": value for task, value in (task_epsilon or {}).items()}
     if "pool_coverage" in pretrain:  # the share only: log history values stay scalars
         history["instraug/pool_coverage"] = pretrain["pool_coverage"]["share"]
     trainer_state.log_history.append(history | {"epoch": epoch})

@@ -7,7 +7,7 @@
 - `pretrain`: every check before training (config file, environment, LLaMA-Factory settings, rows, coverage);
 - `live`: live mode's pool refresh;
 - `generator`: a model loaded and prompted the way LLaMA-Factory does (evaluation);
-- `callbacks`: the TrainerCallbacks (epoch, stats, live refresh; robustness evaluation);
+- `callbacks`: the TrainerCallbacks (epoch, stats, live refresh; robustness evaluation; the online loop);
 - `patches`: every patch of LLaMA-Factory's internals and the signatures they rely on;
 - `torchrun_entry`, `launcher`: `instraug-plugin train`; `startup`: the `.pth` startup hook.
 """

@@ -25,7 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.integrations.llamafactory.callbacks import InstrAugCallback, eval_callbacks
+from instraug_plugin.integrations.llamafactory.callbacks import eval_callbacks, session_callbacks
 from instraug_plugin.integrations.llamafactory.config import InstrAugConfig, split_args
 from instraug_plugin.integrations.llamafactory.media_cache import MediaExpansionCache
 from instraug_plugin.integrations.llamafactory.pretrain import (
@@ -161,7 +161,7 @@ def _patched_run_exp(original: Any) -> Any:
             check_environment()
             default_seed = rest.get("seed", 42) if isinstance(rest, dict) else 42
             with ACTIVE.running(start_session(config, int(default_seed))) as session:
-                return original(rest, [*callbacks, InstrAugCallback(session)])
+                return original(rest, [*callbacks, *session_callbacks(session, rest)])
 
     run_exp.__instraug_patched__ = True  # type: ignore[attr-defined]
     return run_exp

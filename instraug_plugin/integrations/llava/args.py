@@ -21,6 +21,10 @@ def parse_argv(argv: list[str]) -> tuple[InstrAugConfig | None, list[str]]:
     ours, rest = split_argv(argv)
     if not ours:
         return None, rest
+    if ours.get("instraug_adaptive") is True:  # before the schema, which would ask for the keys it needs
+        raise InstrAugError("instraug_adaptive: the online loop is not available with LLaVA's train script (it "
+                            "evaluates in the main process between epochs, which LLaVA's ZeRO-3 recipes cannot do); "
+                            "use llamafactory-cli train, or a fixed instraug_epsilon")
     config = parse_config(ours)
     if config.mode == "live":
         raise InstrAugError(
