@@ -85,9 +85,11 @@ ARMS = {
     "a": "baseline (eps=1)",
     "b": "InstrAug on-the-fly pool",
     "c": "MIns+ offline (build)",
+    "d": "InstrAug online loop (adaptive eps)",
 }
 KINDS = ("original", "heldout")
-DIFFERENCES = (("b", "a"), ("c", "a"), ("b", "c"))
+DIFFERENCES = (("b", "a"), ("c", "a"), ("b", "c"), ("d", "a"), ("d", "b"))
+DEV_PER_TASK = 10  # arm d: development instances per task (drawn apart from the training rows and test instances)
 METRICS = ("original_acc", "heldout_acc", "heldout_sens")
 MAX_NEW_TOKENS = 4
 
@@ -507,9 +509,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def write_dev_set(path: Path, *, seed: int, task_set: str) -> Path:
+    """Arm d's `instraug_eval_set`: DEV_PER_TASK instances per task from their own draw (split "dev"), with the
+    original training templates only; the online loop adds the pool paraphrases it holds back. The held-out
+    test wordings are not in it."""
+    from instraug_plugin.evaluation.evalset import EVAL_FORMAT
+    from instraug_plugin.evaluation.scenes import SCENE_PREFIX, TASK_SETS, draw_scene_example, scene_templates
+
+    train_templates, _ = scene_templates(task_set)
+    instances = []
+    for task in TASK_SETS[task_set]:
+        for index in range(DEV_PER_TASK):
+            example = draw_scene_example(task, seed, "dev", index, task_set)
+            instances.append({"id": f"{task}/dev{index}", "task": task, "images": [], "answers": example.answers,
+                              "fields": {**example.fields, "scene": example.scene}, "options": None})
+    dev = {"format": EVAL_FORMAT, "name": f"instraug-scenes-{task_set}-dev", "instances": instances,
+           "tasks": {task: {"metric": "exact_match", "original": [SCENE_PREFIX + t for t in train_templates[task]],
+                            "heldout": []} for task in TASK_SETS[task_set]}}
+    path.write_text(json.dumps(dev, indent=1, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
 def train_config(args: argparse.Namespace, model: Path, bench: Path, out: Path, seed: int, arm: str,
-                 pool_dir: Path, dataset: str) -> dict[str, Any]:
-    """The LLaMA-Factory config of one arm and seed (arm c trains on its built dataset without instraug keys)."""
+                 pool_dir: Path, dataset: str, template_pool: Path | None = None) -> dict[str, Any]:
+    """The LLaMA-Factory config of one arm and seed (arm c trains on its built dataset without instraug keys;
+    arm d steers each task's epsilon at epoch end from development wordings held back from `template_pool`)."""
     config: dict[str, Any] = {
         "model_name_or_path": str(model), "stage": "sft", "do_train": True,
         "finetuning_type": args.finetuning_type, "dataset_dir": str(bench), "dataset": dataset,
@@ -526,6 +550,11 @@ def train_config(args: argparse.Namespace, model: Path, bench: Path, out: Path, 
     if arm in "ab":
         config.update(instraug_mode="pool", instraug_pool=str(pool_dir), instraug_task_column="task",
                       instraug_epsilon=1.0 if arm == "a" else args.epsilon, instraug_seed=seed)
+    if arm == "d":  # the template pool itself: the online loop holds back dev wordings of its templates
+        config.update(instraug_mode="pool", instraug_pool=str(template_pool), instraug_task_column="task",
+                      instraug_epsilon=args.epsilon, instraug_seed=seed, instraug_adaptive=True,
+                      instraug_eval_set=str(bench / "dev.json"), instraug_eval_max_instances=DEV_PER_TASK,
+                      instraug_eval_batch_size=args.eval_batch_size, instraug_eval_max_new_tokens=MAX_NEW_TOKENS)
     if args.finetuning_type == "lora":
         config.update(lora_rank=16, lora_alpha=32, lora_target="all")
     elif args.finetuning_type == "freeze":
@@ -560,12 +589,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bench = work / "bench"
     manifest = make_scenes_benchmark(bench, seed=args.data_seed, train_per_task=args.train_per_task,
                                      test_per_task=args.test_per_task, task_set=args.task_set)
+    if "d" in args.arms:
+        write_dev_set(bench / "dev.json", seed=args.data_seed, task_set=args.task_set)
     model = (args.model or smollm2_model()).resolve()
     template_name = TEMPLATE_FILES[args.task_set]
     template_pool = (args.pool or POOLS / DEFAULT_POOLS[args.task_set]).resolve()
     train_templates, heldout_templates = scene_templates(args.task_set)
     pool_file = work / "pool" / "pool.jsonl"
-    if set(args.arms) & {"b", "c"}:
+    if set(args.arms) & {"b", "c", "d"}:
         if not (template_pool / "pool.jsonl").is_file():
             sys.exit(f"no pool at {template_pool}: run `instraug-plugin pregen "
                      f"templates/benchmark/{template_name}_train_templates.json --out {template_pool}`")
@@ -614,7 +645,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tag = f"{arm}_s{seed}"
         out = work / "train" / tag
         dataset = builds[seed] if arm == "c" else DATASET_NAME
-        config = train_config(args, model, bench, out, seed, arm, pool_file.parent, dataset)
+        config = train_config(args, model, bench, out, seed, arm, pool_file.parent, dataset, template_pool)
         config_path = work / f"{tag}.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         seconds = run(train_command(config_path), work / f"train_{tag}.log", env)
@@ -624,7 +655,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             loss = f", train loss {json.loads(results.read_text()).get('train_loss', float('nan')):.3f}"
         augmented = ""
         stats_file = out / "instraug_stats.jsonl"
-        if stats_file.is_file() and arm == "b":
+        if stats_file.is_file() and arm in "bd":
             augmented = f", last epoch: {stats_file.read_text().splitlines()[-1]}"
         clock.log(f"train ({arm}) {ARMS[arm]} seed {seed}: {seconds:.0f}s{loss}{augmented}")
         return seconds
