@@ -109,7 +109,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 
 # Rewriter options of pregen and bootstrap-guides; None leaves the backend's default.
-ModelOption = Annotated[str | None, typer.Option(help="transformers, vllm: local model path, or smollm2 (default); openai: the served model name.")]
+ModelOption = Annotated[str | None, typer.Option(help="transformers, vllm: local model path, or smollm2 (default); llamacpp: a .gguf file, or smollm2; openai: the served model name.")]
 ApiBaseOption = Annotated[str | None, typer.Option(help="openai: server URL up to the version, e.g. http://127.0.0.1:8000/v1.")]
 ApiKeyEnvOption = Annotated[str | None, typer.Option(help="openai: environment variable holding the API key, sent only if set (default OPENAI_API_KEY).")]
 MaxConcurrencyOption = Annotated[int | None, typer.Option(help="openai: requests in flight (default 8).")]
@@ -230,7 +230,7 @@ def pregen_command(
     task_shape: Annotated[bool, typer.Option(help="Reject paraphrases that change the shape of the task: negation, yes/no vs wh-question, a placeholder recast as the subject ('{text} is the part'), a locating request without a locating word.")] = True,
     answer_check: Annotated[bool, typer.Option(help="Instance-level seeds: reject paraphrases that flip a negation, the compared thing or a contrast, and apply --instance-min-fidelity.")] = True,
     fidelity_judge: Annotated[str, typer.Option(help="Meaning judge: minilm (default, English) or a local sentence-embedding model directory.")] = DEFAULT_FIDELITY_JUDGE,
-    backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | vllm | openai.")] = "transformers",
+    backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | llamacpp (CPU, GGUF files) | vllm | openai.")] = "transformers",
     model: ModelOption = None,
     api_base: ApiBaseOption = None,
     api_key_env: ApiKeyEnvOption = None,
