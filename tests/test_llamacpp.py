@@ -100,7 +100,7 @@ def test_prompts_render_as_transformers_renders_them(llamacpp_backend: LlamaCppB
 def _pregen(out: Path, env: dict[str, str]) -> subprocess.Popen:
     args = [*CLI, "pregen", str(bundled_templates_file()), "--tasks", "GC,VG", "--limit", "3", "--out", str(out),
             "--direct-prompts", "2", "--guided-prompts", "1", "--batch-size", "2", "--backend", "llamacpp",
-            "--placeholder-mode", "constrained"]
+            "--placeholder-mode", "constrained", "--min-fidelity", "0"]  # the judge: tests/test_pregen.py
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
