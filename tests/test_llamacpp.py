@@ -18,10 +18,9 @@ from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.llamacpp_backend import LlamaCppBackend
 from instraug_plugin.backends.registry import create_backend
 from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
+from instraug_plugin.core.placeholders import DEFAULT_SPEC
 from instraug_plugin.core.pool import read_manifest
 from instraug_plugin.core.replies import LENGTH
-from instraug_plugin.generation.pipeline import PregenConfig, build_jobs
 from instraug_plugin.generation.prompts import load_meta_prompts
 from instraug_plugin.inputs import load_seeds
 from instraug_plugin.resources import bundled_templates_file
@@ -52,16 +51,20 @@ def test_options_that_do_not_apply_are_one_line_errors(options: dict, message: s
 
 @pytest.mark.slow
 def test_grammar_keeps_every_placeholder_over_all_templates(llamacpp_backend: LlamaCppBackend) -> None:
-    """One constrained reply per bundled template with placeholders, on a budget tight enough that the
-    forced-sentinel path runs too: each owed sentinel exactly once, no other brace, one line."""
+    """One constrained reply per bundled template with placeholders, on a budget of 4 tokens per
+    placeholder + 4 (so the forced-sentinel path runs too): each owed sentinel exactly once, no other
+    brace, one line. A short prompt keeps the 353 prefills cheap; the grammar does not read it."""
     templates = [t for ts in json.loads(bundled_templates_file().read_text()).values() for t in ts]
     seeds = [s for s in load_seeds(bundled_templates_file()) if DEFAULT_SPEC.protected_spans(s.text)]
     # 361 of the 378 templates have placeholders; as seeds (a task's repeated template once) 353
     assert {s.text for s in seeds} == {t for t in templates if DEFAULT_SPEC.protected_spans(t)} and len(seeds) == 353
-    config = PregenConfig(placeholder_mode="constrained", max_new_tokens=16)
-    jobs = build_jobs([(s, s.text) for s in seeds], load_meta_prompts(1, 0), config, {"template": PlaceholderSpec()}, 1)
-    requests = [job.request for job in jobs]
-    assert len(requests) == 353 and all(r.required_spans for r in requests)
+    requests = []
+    for index, seed in enumerate(seeds):
+        masked = DEFAULT_SPEC.mask(seed.text)
+        requests.append(GenerationRequest(
+            (("user", f"Rewrite this instruction in other words, keeping every {{X}} placeholder: {masked.text}"),),
+            temperature=0.7, max_new_tokens=4 * len(masked.sentinels) + 4, sample_index=index,
+            required_spans=tuple(masked.sentinels), single_line="\n" not in seed.text))
     replies = llamacpp_backend.generate(requests)
     for request, reply in zip(requests, replies):
         assert Counter(SENTINEL.findall(reply)) == Counter(request.required_spans), (request.required_spans, reply)
