@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -33,6 +34,7 @@ from instraug_plugin.backends.smollm2 import DEFAULT_MODEL  # torch-free
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.filters import DEFAULT_MIN_FIDELITY
 from instraug_plugin.core.placeholders import PlaceholderSpec
+from instraug_plugin.core.plan import DEFAULT_FLOOR, DEFAULT_STRENGTH, Rule, load_plan
 from instraug_plugin.core.pool import SCOPES
 from instraug_plugin.evaluation.evalset import VARIANT_CHOICES, EvalSet, load_eval_set
 from instraug_plugin.generation.pipeline import STRATEGIES  # torch-free (checked by a test)
@@ -61,6 +63,8 @@ def _split_commas(items: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for item in items for part in item.split(",") if part.strip())
 
 
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+ANY_TASK = "*"  # in an `instraug_epsilon` map: the value for tasks not listed
 Strings = Annotated[tuple[Annotated[str, StringConstraints(min_length=1)], ...], BeforeValidator(_as_tuple)]
 CommaSeparated = Annotated[Strings, AfterValidator(_split_commas)]  # "a, b" names two entries
 
@@ -94,7 +98,13 @@ class InstrAugConfig(BaseModel):
 
     mode: Annotated[Literal["off", "pool", "live"], BeforeValidator(_yaml_off)] = "pool"
     pool: CommaSeparated = Field((), validate_default=True)
-    epsilon: float = Field(0.5, ge=0.0, le=1.0)
+    epsilon: Probability | dict[Annotated[str, StringConstraints(min_length=1)], Probability] = Field(
+        0.5, json_schema_extra={"expected": "a number in [0.0, 1.0] or a {task: number in [0, 1]} map ('*': other tasks)"})
+    plan: str | None = Field(None, min_length=1)
+    adaptive: bool = False
+    dev_share: float = Field(0.2, ge=0.01, le=0.9)
+    epsilon_floor: float = Field(DEFAULT_FLOOR, ge=0.0, le=1.0)
+    adaptive_strength: float = Field(DEFAULT_STRENGTH, ge=0.0, le=100.0)
     seed: int | None = Field(None, ge=0)
     turns: Literal["first", "all"] = "first"
     scope: Literal[SCOPES] = "template"
@@ -120,6 +130,27 @@ class InstrAugConfig(BaseModel):
     def active(self) -> bool:
         return self.mode != "off"
 
+    def task_epsilons(self) -> tuple[float, dict[str, float]]:
+        """(epsilon for tasks not listed, {task: epsilon}) from `instraug_plan`, an `instraug_epsilon` map or
+        the number (then no task is listed)."""
+        if self.plan is not None:
+            plan = load_plan(Path(self.plan))
+            return plan.rule.epsilon, plan.epsilons()
+        if isinstance(self.epsilon, dict):
+            rest = {task: value for task, value in self.epsilon.items() if task != ANY_TASK}
+            return self.epsilon.get(ANY_TASK, EPSILON_DEFAULT), rest
+        return self.epsilon, {}
+
+    def lowest_epsilon(self) -> float:
+        """The smallest epsilon any task trains with (1 means no task ever sees a paraphrase)."""
+        default, by_task = self.task_epsilons()
+        return min(default, *by_task.values())
+
+    def adaptive_rule(self) -> Rule:
+        """The online loop's rule (`instraug_adaptive`): the global epsilon, the floor and the strength."""
+        assert isinstance(self.epsilon, float)  # checked by `_adaptive_needs`
+        return Rule(self.epsilon, self.epsilon_floor, self.adaptive_strength)
+
     @model_validator(mode="before")
     @classmethod
     def _gather_eval_keys(cls, data: Any) -> Any:
@@ -141,6 +172,33 @@ class InstrAugConfig(BaseModel):
             if not Path(path).exists():
                 raise ValueError(f"{path} does not exist")
         return pool
+
+    @field_validator("plan")
+    @classmethod
+    def _plan_loads(cls, plan: str | None) -> str | None:
+        if plan is not None:
+            try:
+                load_plan(Path(plan))
+            except InstrAugError as exc:
+                raise ValueError(str(exc)) from None
+        return plan
+
+    @model_validator(mode="after")
+    def _one_epsilon_source(self) -> InstrAugConfig:
+        given = self.model_fields_set
+        if self.plan is not None and "epsilon" in given:
+            raise ValueError(f"{PREFIX}epsilon: not with {PREFIX}plan (the plan sets every task's epsilon)")
+        if self.adaptive:
+            if self.evaluation is None:
+                raise ValueError(f"{PREFIX}adaptive: needs {EVAL_PREFIX}set (the instances the development wordings are scored on)")
+            if self.mode != "pool":
+                raise ValueError(f"{PREFIX}adaptive: needs {PREFIX}mode pool (the development wordings are held back from the pool)")
+            if self.plan is not None or not isinstance(self.epsilon, float):
+                raise ValueError(f"{PREFIX}adaptive: needs {PREFIX}epsilon as one number (the most any task gets), "
+                                 f"not a map or {PREFIX}plan")
+        if isinstance(self.epsilon, float) and self.adaptive and self.epsilon_floor > self.epsilon:
+            raise ValueError(f"{PREFIX}epsilon_floor: {self.epsilon_floor} is above {PREFIX}epsilon {self.epsilon}")
+        return self
 
     @field_validator("placeholder_regex")
     @classmethod
@@ -170,6 +228,9 @@ class InstrAugConfig(BaseModel):
         return bits
 
 
+EPSILON_DEFAULT = InstrAugConfig.model_fields["epsilon"].default
+
+
 FIELDS: dict[str, FieldInfo] = {
     field.alias: field
     for model in (InstrAugConfig, EvalCallbackSettings)
@@ -185,13 +246,14 @@ def parse_config(raw: Mapping[str, Any]) -> InstrAugConfig:
         return InstrAugConfig.model_validate(raw)
     except ValidationError as exc:
         errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")  # typos first
-        raise InstrAugError("; ".join(_message(error, raw) for error in errors)) from None
+        messages = dict.fromkeys(_message(error, raw) for error in errors)  # a union's members repeat one message
+        raise InstrAugError("; ".join(messages)) from None
 
 
 def _message(error: ErrorDetails, raw: Mapping[str, Any]) -> str:
     loc = error["loc"]
     if not loc:
-        return error["msg"]
+        return str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]
     if error["type"] == "extra_forbidden":
         key = str(loc[-1])
         close = difflib.get_close_matches(key, KEYS, n=1)
@@ -214,6 +276,8 @@ def _key(loc: tuple[int | str, ...]) -> str:
 
 def _expected(field: FieldInfo) -> str:
     """What a field accepts, in words, from its declared type and bounds."""
+    if isinstance(field.json_schema_extra, dict) and "expected" in field.json_schema_extra:
+        return str(field.json_schema_extra["expected"])
     annotation, args = field.annotation, get_args(field.annotation)
     nullable = type(None) in args
     if nullable:
@@ -241,3 +305,36 @@ def _kind(annotation: Any, metadata: list[Any]) -> str:
     if get_origin(annotation) is tuple:
         return "a string or a list of strings"
     raise TypeError(f"no description for {annotation!r}")  # a new field type needs words here
+
+
+def _value(text: str) -> Any:
+    """A command-line value as YAML reads it ("0.3" → 0.3, "True" → True, "null" → None), else the text."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def split_argv(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """(`instraug_*` key → value, the other arguments in order) from `--key value` / `--key=value` style
+    argv, as every training stack's command line writes them. Values are read as YAML scalars
+    (`0.3`, `True`, `null`); a bare `--instraug_x` flag means true."""
+    ours: dict[str, Any] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg[2:] if arg.startswith("--") else ""
+        if name.startswith(PREFIX):
+            if "=" in name:
+                name, text = name.split("=", 1)
+                ours[name] = _value(text)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                ours[name] = _value(argv[i + 1])
+                i += 1
+            else:
+                ours[name] = True
+        else:
+            rest.append(arg)
+        i += 1
+    return ours, rest

@@ -3,5 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup_llava.sh  # the LLaVA training stack's own venv (tests/test_llava_train.py)
 export HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest -q -ra "$@"

@@ -437,7 +437,7 @@ CASES = [
     Case("train-key-typo", lambda t: ["train", train_config(t, "instraug_epsilom: 0.3\n")],
          r"unknown key 'instraug_epsilom' \(did you mean 'instraug_epsilon'\?\)"),
     Case("train-epsilon-out-of-range", lambda t: ["train", train_config(t, f"instraug_pool: {DEMO_POOL}\ninstraug_epsilon: 2\n")],
-         r"instraug_epsilon: expected a number in \[0\.0, 1\.0\], got 2"),
+         r"instraug_epsilon: expected a number in \[0\.0, 1\.0\] or a \{task: number in \[0, 1\]\} map \('\*': other tasks\), got 2"),
     Case("train-skip-invalid-not-a-bool",
          lambda t: ["train", train_config(t, f"instraug_pool: {DEMO_POOL}\ninstraug_skip_invalid: 'yes'\n")],
          r"instraug_skip_invalid: expected true or false"),
@@ -686,7 +686,7 @@ def check(data: Any, *, skip: bool = False, media: bool = True) -> Any:
 
 def test_hook_zero_coverage_is_an_error_naming_pool_and_instruction() -> None:
     """Issue reproduction: a pool matching none of the instructions trained with no word."""
-    from instraug_plugin.integrations.llamafactory.pretrain import coverage_verdict
+    from instraug_plugin.core.coverage import coverage_verdict
 
     _, _, coverage = check(aligned([("Translate this sentence.", []), ("Summarize the text.", [])]))
     assert (coverage.instructions, coverage.covered) == (2, 0)
@@ -698,7 +698,7 @@ def test_hook_zero_coverage_is_an_error_naming_pool_and_instruction() -> None:
 
 
 def test_hook_low_coverage_is_a_warning_per_task() -> None:
-    from instraug_plugin.integrations.llamafactory.pretrain import LOW_COVERAGE, coverage_verdict
+    from instraug_plugin.core.coverage import LOW_COVERAGE, coverage_verdict
 
     colors, shapes = "<image>\nWhat color is the shape in the image?", "<image>\nWhich shape is drawn in the picture?"
     rows = [(shapes, []), ("Unknown one.", []), ("Unknown two.", []), (colors, []), (colors, [])]

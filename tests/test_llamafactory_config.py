@@ -146,10 +146,10 @@ def test_unsupported_settings_are_rejected(data: dict, stage: str, message: str)
 
 
 @pytest.mark.parametrize(("version", "val_size", "refused"), [
-    ("0.9.4", 0.1, True), ("0.9.3.dev0", 10, True), ("0.9.4", 0.0, False), ("0.9.5", 0.1, False),
+    ("0.9.3", 0.1, True), ("0.9.3.dev0", 10, True), ("0.9.4", 0.0, False), ("0.9.4", 0.1, False), ("0.9.5", 0.1, False),
     ("0.10.0", 0.2, False),
 ])
-def test_val_size_is_refused_before_llamafactory_0_9_5(monkeypatch: pytest.MonkeyPatch, version: str,
+def test_val_size_is_refused_before_llamafactory_0_9_4(monkeypatch: pytest.MonkeyPatch, version: str,
                                                         val_size: float, refused: bool) -> None:
     import llamafactory
 

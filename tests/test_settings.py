@@ -15,14 +15,24 @@ from instraug_plugin.settings import KEYS, EvalCallbackSettings, InstrAugConfig,
 POOL = str(Path(__file__).resolve().parents[1] / "dataset_info" / "instraug_demo" / "pool")
 BASE = {"instraug_pool": POOL, "instraug_eval_set": "eval.json"}
 
+EPSILON_EXPECTED = "expected a number in [0.0, 1.0] or a {task: number in [0, 1]} map ('*': other tasks)"
 # (key, bad value, the whole error): a wrong type and, where the key has one, a value out of bounds.
 BAD_VALUES = [
     ("instraug_mode", "pooled", "instraug_mode: expected off | pool | live, got 'pooled'"),
     ("instraug_pool", 3, "instraug_pool: expected a string or a list of strings, got 3"),
     ("instraug_pool", [POOL, ""], f"instraug_pool: expected a string or a list of strings, got [{POOL!r}, '']"),
-    ("instraug_epsilon", "0.5", "instraug_epsilon: expected a number in [0.0, 1.0], got '0.5'"),
-    ("instraug_epsilon", True, "instraug_epsilon: expected a number in [0.0, 1.0], got True"),
-    ("instraug_epsilon", 1.5, "instraug_epsilon: expected a number in [0.0, 1.0], got 1.5"),
+    ("instraug_epsilon", "0.5", f"instraug_epsilon: {EPSILON_EXPECTED}, got '0.5'"),
+    ("instraug_epsilon", True, f"instraug_epsilon: {EPSILON_EXPECTED}, got True"),
+    ("instraug_epsilon", 1.5, f"instraug_epsilon: {EPSILON_EXPECTED}, got 1.5"),
+    ("instraug_epsilon", {"vqa": 1.5}, f"instraug_epsilon: {EPSILON_EXPECTED}, got {{'vqa': 1.5}}"),
+    ("instraug_epsilon", {"": 0.5}, f"instraug_epsilon: {EPSILON_EXPECTED}, got {{'': 0.5}}"),
+    ("instraug_plan", 3, "instraug_plan: expected a non-empty string or null, got 3"),
+    ("instraug_plan", "missing-plan.json", "instraug_plan: file not found: missing-plan.json"),
+    ("instraug_adaptive", "yes", "instraug_adaptive: expected true or false, got 'yes'"),
+    ("instraug_dev_share", 0.0, "instraug_dev_share: expected a number in [0.01, 0.9], got 0.0"),
+    ("instraug_dev_share", 1, "instraug_dev_share: expected a number in [0.01, 0.9], got 1"),
+    ("instraug_epsilon_floor", -0.1, "instraug_epsilon_floor: expected a number in [0.0, 1.0], got -0.1"),
+    ("instraug_adaptive_strength", "2", "instraug_adaptive_strength: expected a number in [0.0, 100.0], got '2'"),
     ("instraug_seed", 1.0, "instraug_seed: expected an integer >= 0 or null, got 1.0"),
     ("instraug_seed", True, "instraug_seed: expected an integer >= 0 or null, got True"),
     ("instraug_seed", -1, "instraug_seed: expected an integer >= 0 or null, got -1"),

@@ -6,6 +6,7 @@ cache directory, and later loads read that directory (~1.5 s instead of ~25 s).
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -40,8 +41,10 @@ def gguf_path() -> Path:
 
 
 def ensure_converted() -> Path:
-    """Convert the GGUF to a transformers checkpoint once; return its directory."""
-    target = cache_root() / MODEL_ID
+    """Convert the GGUF to a transformers checkpoint once per transformers major version (a tokenizer
+    saved by transformers 5 does not load in 4); return its directory."""
+    major = importlib.metadata.version("transformers").split(".")[0]
+    target = cache_root() / f"{MODEL_ID}-transformers{major}"
     if (target / _CONVERTED_MARKER).is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer

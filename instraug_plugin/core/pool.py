@@ -174,9 +174,11 @@ class Pool:
     def __init__(self, records: Iterable[PoolRecord]):
         self.records: list[PoolRecord] = list(records)
         self._variants_by_seed: dict[tuple[str | None, str], list[str]] = defaultdict(list)
+        self._tasks_by_seed: dict[str, set[str]] = defaultdict(set)
         for record in self.records:
             if not record.is_seed:
                 key = normalize(record.seed)
+                self._tasks_by_seed[key].add(record.task)
                 for task in (record.task, None):
                     bucket = self._variants_by_seed[(task, key)]
                     if record.text not in bucket:
@@ -194,6 +196,11 @@ class Pool:
         With `task`, only that task's paraphrases; without, those of any task.
         """
         return self._variants_by_seed.get((task, normalize(seed_text)), [])
+
+    def task_of(self, seed_text: str) -> str | None:
+        """The task whose paraphrases `seed_text` has, or None when no task or several tasks have them."""
+        tasks = self._tasks_by_seed.get(normalize(seed_text), ())
+        return next(iter(tasks)) if len(tasks) == 1 else None
 
     def __len__(self) -> int:
         return len(self.records)

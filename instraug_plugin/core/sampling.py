@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
 
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, MEDIA_TOKENS, PlaceholderSpec
@@ -49,6 +49,18 @@ def choose(seed: int, epoch: int, index: int, turn: int, n_variants: int, epsilo
     return min(int((u - epsilon) / (1.0 - epsilon) * n_variants), n_variants - 1)
 
 
+class Match(NamedTuple):
+    """Where a pool entry matched a text: prefix + paraphrase + suffix rewrites it; `seed` is the matched part."""
+
+    prefix: str
+    suffix: str
+    variants: Sequence[str]
+    seed: str
+
+
+NO_MATCH = Match("", "", (), "")
+
+
 @dataclass
 class InstructionRewriter:
     """Rewrites one instruction from a pool; cheap enough for the per-sample training hot path.
@@ -58,47 +70,69 @@ class InstructionRewriter:
     the media tokens unchanged. Failing both, it tries the longest leading part of the text (after
     any leading media tokens, or with them) that ends just before a line break and has pool entries:
     LLaMA-Factory joins an alpaca row's instruction and `input` as `instruction + "\\n" + input`,
-    and only the instruction is rewritten; the rest is kept verbatim. At most two lookups per line
-    break.
+    and only the instruction is rewritten; the rest is kept verbatim. Then the trailing part after a
+    line break (context first, instruction last: "Scene: ...\nWhat is the first shape?"), longest
+    first. At most four lookups per line break.
+
+    `epsilon` is the probability of the original wording; `task_epsilon` overrides it per task (the row's
+    task, else the pool task of the matched seed when only one task has it): a plan file, a
+    `{task: value}` map, or the online loop's shared values, read at every draw.
     """
 
     pool: Pool
     epsilon: float
     seed: int
     spec: PlaceholderSpec = DEFAULT_SPEC
+    task_epsilon: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._safe: dict[tuple[str, str], bool] = {}
 
-    def candidates(self, text: str, task: str | None) -> tuple[str, str, Sequence[str]]:
-        """(prefix, suffix, paraphrases) such that prefix + paraphrase + suffix is a rewrite of text."""
+    def candidates(self, text: str, task: str | None) -> Match:
+        """The pool entry that rewrites `text` (see the class docstring), or NO_MATCH."""
         variants = self.pool.variants(text, task)
         if variants:
-            return "", "", variants
+            return Match("", "", variants, text)
         prefix, core, suffix = split_edge_media(text)
         if prefix or suffix:
             variants = self.pool.variants(core, task)
             if variants:
-                return prefix, suffix, variants
+                return Match(prefix, suffix, variants, core)
         start = len(prefix)
         end = text.rfind("\n", start)
         while end > start:
             if prefix:  # the pool may hold the instruction with its leading media tokens
                 variants = self.pool.variants(text[:end], task)
                 if variants:
-                    return "", text[end:], variants
+                    return Match("", text[end:], variants, text[:end])
             variants = self.pool.variants(text[start:end], task)
             if variants:
-                return prefix, text[end:], variants
+                return Match(prefix, text[end:], variants, text[start:end])
             end = text.rfind("\n", start, end)
-        return "", "", ()
+        stop = len(text) - len(suffix)
+        begin = text.find("\n", start, stop)
+        while 0 <= begin < stop:
+            variants = self.pool.variants(text[begin + 1:stop], task)
+            if variants:
+                return Match(text[:begin + 1], suffix, variants, text[begin + 1:stop])
+            begin = text.find("\n", begin + 1, stop)
+        return NO_MATCH
+
+    def epsilon_for(self, task: str | None, seed: str) -> float:
+        """The probability of keeping the original wording for an instruction of `task` matched at `seed`."""
+        if not self.task_epsilon:
+            return self.epsilon
+        if task is None:
+            task = self.pool.task_of(seed)
+        value = self.task_epsilon.get(task) if task is not None else None
+        return self.epsilon if value is None else value
 
     def rewrite(self, text: str, *, task: str | None, epoch: int, index: int, turn: int = 0) -> tuple[str, Decision]:
         """The wording to train on for this (epoch, sample, turn), and what was decided."""
-        prefix, suffix, variants = self.candidates(text, task)
+        prefix, suffix, variants, seed = self.candidates(text, task)
         if not variants:
             return text, "no_entry"
-        pick = choose(self.seed, epoch, index, turn, len(variants), self.epsilon)
+        pick = choose(self.seed, epoch, index, turn, len(variants), self.epsilon_for(task, seed))
         if pick is None:
             return text, "original"
         new = prefix + variants[pick] + suffix

@@ -10,7 +10,6 @@ to the next collective); ZeRO-3 / FSDP-sharded models are not supported.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,11 @@ from transformers import TrainerCallback
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.evaluation.report import Report, write_report
 from instraug_plugin.evaluation.runner import GenerationSettings, evaluate
+from instraug_plugin.integrations.epoch_state import STATS_FILE, log_epoch
 from instraug_plugin.integrations.llamafactory.config import InstrAugConfig
 from instraug_plugin.integrations.llamafactory.generator import Generator
 from instraug_plugin.integrations.llamafactory.live import LiveRefresher
-from instraug_plugin.integrations.llamafactory.session import STATS_FILE, Session
+from instraug_plugin.integrations.llamafactory.session import Session
 from instraug_plugin.integrations.llamafactory.transform import epoch_stats
 from instraug_plugin.settings import EvalCallbackSettings
 
@@ -52,27 +52,10 @@ class InstrAugCallback(TrainerCallback):
         self.session.state.training = True
         if not self.session.config.log or not state.is_world_process_zero:
             return
-        counts = epoch_stats(self.session, epoch)
-        record = {
-            "epoch": epoch,
-            "step": state.global_step,
-            "samples": sum(counts.values()),
-            "rewritten": counts["rewritten"],
-            "kept_original": counts["original"],
-            "no_pool_entry": counts["no_entry"],
-            "rewriter_fallbacks": self.session.fallbacks - fallbacks_before,
-            "pool_size": len(self.session.rewriter.pool),
-            **self.session.pretrain,
-            **live,
-        }
-        history = {f"instraug/{k}": v for k, v in record.items() if k not in self.session.pretrain}
-        if "pool_coverage" in self.session.pretrain:  # the share only: log history values stay scalars
-            history["instraug/pool_coverage"] = self.session.pretrain["pool_coverage"]["share"]
-        state.log_history.append(history | {"epoch": epoch})
-        path = Path(args.output_dir) / STATS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        details = {"rewriter_fallbacks": self.session.fallbacks - fallbacks_before,
+                   "pool_size": len(self.session.rewriter.pool), **live}
+        log_epoch(state, args.output_dir, epoch, epoch_stats(self.session, epoch), details=details,
+                  pretrain=self.session.pretrain)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.refresher is not None:

@@ -9,32 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
-
-from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.settings import PREFIX, InstrAugConfig, parse_config
-
-
-def _split_list(args: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """Pull `--instraug_x value` / `--instraug_x=value` out of command-line style arguments."""
-    ours: dict[str, Any] = {}
-    rest: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        name = arg[2:] if arg.startswith("--") else ""
-        if name.startswith(PREFIX):
-            if "=" in name:
-                name, text = name.split("=", 1)
-            elif i + 1 < len(args):
-                text, i = args[i + 1], i + 1
-            else:
-                raise InstrAugError(f"{name}: missing value")
-            ours[name] = yaml.safe_load(text)
-        else:
-            rest.append(arg)
-        i += 1
-    return ours, rest
+from instraug_plugin.settings import PREFIX, InstrAugConfig, parse_config, split_argv
 
 
 def split_args(args: dict[str, Any] | list[str]) -> tuple[InstrAugConfig | None, dict[str, Any] | list[str]]:
@@ -43,7 +18,7 @@ def split_args(args: dict[str, Any] | list[str]) -> tuple[InstrAugConfig | None,
         ours = {k: v for k, v in args.items() if isinstance(k, str) and k.startswith(PREFIX)}
         rest: dict[str, Any] | list[str] = {k: v for k, v in args.items() if k not in ours}
     else:
-        ours, rest = _split_list(list(args))
+        ours, rest = split_argv(list(args))
     if not ours:
         return None, args
     return parse_config(ours), rest

@@ -138,7 +138,7 @@ def _patched_preprocess(original: Any) -> Any:
         media = MediaExpansionCache.install(template.mm_plugin, media_placeholders())
         media.prime(dataset, processor, data_args.preprocessing_num_workers, not data_args.overwrite_cache)
         lazy = dataset.with_transform(LazyTransform(session, dataset_processor, image_token_id))
-        if training_args.should_log and kwargs.get("print_example", True):  # newer releases add that flag
+        if training_args.should_log:
             print("training example (instraug: tokenized lazily, wording varies per epoch):")
             dataset_processor.print_data_example(lazy[0])
         return lazy

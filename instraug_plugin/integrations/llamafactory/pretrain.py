@@ -23,22 +23,21 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from instraug_plugin.core.configfile import read_mapping_file
-from instraug_plugin.core.errors import InstrAugError, one_line
+from instraug_plugin.core.coverage import Coverage, coverage_verdict, summarize
+from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.rows import RowChecker, row_problem
 from instraug_plugin.core.sampling import InstructionRewriter
 from instraug_plugin.integrations.llamafactory.config import PREFIX, InstrAugConfig, split_args
 from instraug_plugin.integrations.llamafactory.session import TASK_COLUMN, Session
 
-LOW_COVERAGE = 0.5  # warn when fewer than half of a task's distinct instructions have a paraphrase
 MEDIA_COLUMNS = {"images": "_images", "videos": "_videos", "audios": "_audios"}
-SPLIT_BEFORE_PREPROCESS = (0, 9, 5)  # from this release on, val_size splits the raw rows before preprocessing
+SPLIT_BEFORE_PREPROCESS = (0, 9, 4)  # from this release on, val_size splits the raw rows before preprocessing
 # LLaMA-Factory's switches to training paths the plugin does not augment: each would train unaugmented
 UNSUPPORTED_ENV = {
     "USE_RAY": "Ray workers are not supported with instraug_mode (use torchrun)",
@@ -109,56 +108,8 @@ def check_supported(data_args: Any, stage: str) -> None:
         raise InstrAugError(
             f"val_size: incompatible with instraug_mode on LLaMA-Factory {'.'.join(map(str, version))} (the eval "
             "split would be carved from the rewritten training data); use eval_dataset, set val_size: 0, or "
-            "upgrade LLaMA-Factory to >= 0.9.5"
+            "upgrade LLaMA-Factory to >= 0.9.4"
         )
-
-
-@dataclass
-class TaskCoverage:
-    """Distinct instructions of one task (None: no task column) and those with a paraphrase."""
-
-    task: str | None
-    instructions: int = 0
-    covered: int = 0
-    first_unmatched: str | None = None
-
-    @property
-    def share(self) -> float:
-        return self.covered / self.instructions if self.instructions else 0.0
-
-
-@dataclass
-class Coverage:
-    """Pool coverage of the training instructions, overall and per task."""
-
-    tasks: dict[str | None, TaskCoverage] = field(default_factory=dict)
-
-    @property
-    def instructions(self) -> int:
-        return sum(t.instructions for t in self.tasks.values())
-
-    @property
-    def covered(self) -> int:
-        return sum(t.covered for t in self.tasks.values())
-
-    @property
-    def share(self) -> float:
-        return self.covered / self.instructions if self.instructions else 0.0
-
-    def first_unmatched(self) -> str | None:
-        return next((t.first_unmatched for t in self.tasks.values() if t.first_unmatched is not None), None)
-
-    def low(self, threshold: float = LOW_COVERAGE) -> list[TaskCoverage]:
-        """Tasks (or the single task-less group) whose coverage is below `threshold`."""
-        return [t for t in self.tasks.values() if t.instructions and t.share < threshold]
-
-    def record(self) -> dict[str, Any]:
-        """The JSON form written to `instraug_stats.jsonl`."""
-        record: dict[str, Any] = {"instructions": self.instructions, "covered": self.covered,
-                                  "share": round(self.share, 4)}
-        if any(task is not None for task in self.tasks):
-            record["tasks"] = {str(t.task): round(t.share, 4) for t in self.tasks.values()}
-        return record
 
 
 def _user_texts(messages: Sequence[dict[str, Any]], all_turns: bool) -> list[str]:
@@ -180,7 +131,6 @@ def check_training_rows(
     checker = RowChecker(skip_invalid, hint="instraug_skip_invalid: true")
     keep: list[int] = []
     coverage = Coverage()
-    seen: set[tuple[str | None, str]] = set()
     index = 0
     for batch in dataset.with_format(None).select_columns(columns).iter(batch_size=1000):
         tasks = batch.get(TASK_COLUMN) or [None] * len(batch["_prompt"])
@@ -192,53 +142,9 @@ def check_training_rows(
             if checker.ok(f"{where}: training row {index}", problem):
                 keep.append(index)
                 for text in _user_texts(prompt, all_turns):
-                    if (task, text) in seen:
-                        continue
-                    seen.add((task, text))
-                    entry = coverage.tasks.setdefault(task, TaskCoverage(task))
-                    entry.instructions += 1
-                    if rewriter.candidates(text, task)[2]:
-                        entry.covered += 1
-                    elif entry.first_unmatched is None:
-                        entry.first_unmatched = text
+                    coverage.add(task, text, rewriter)
             index += 1
     return (None if len(keep) == index else keep), dict(checker.skipped), coverage
-
-
-def coverage_verdict(coverage: Coverage, *, pools: Sequence[str], mode: str, epsilon: float) -> list[str]:
-    """Warnings about low coverage; InstrAugError when the pool matches no training instruction.
-
-    Only pool mode with epsilon < 1 needs paraphrases before training: with epsilon 1 the original
-    wording is always kept, and live mode writes its pool during training.
-    """
-    if mode != "pool" or epsilon >= 1.0 or not coverage.instructions:
-        return []
-    pool_names = ", ".join(pools)
-    if coverage.covered == 0:
-        first = one_line(str(coverage.first_unmatched()))[:120]
-        raise InstrAugError(
-            f"instraug_pool: {pool_names} has no paraphrase for any of the {coverage.instructions} training "
-            f"instructions (first unmatched: {first!r}); pregen the pool from this dataset, or check "
-            "instraug_task_column and instraug_turns (one row's own request is reworded only with instraug_scope: all)"
-        )
-    warnings = []
-    for task in coverage.low():
-        label = "" if task.task is None else f" of task {task.task!r}"
-        first = one_line(str(task.first_unmatched))[:80]
-        warnings.append(
-            f"pool coverage {task.share:.0%}{label}: {task.covered} of {task.instructions} distinct training "
-            f"instructions have a paraphrase in {pool_names} (below {LOW_COVERAGE:.0%}; first unmatched: {first!r})"
-        )
-    return warnings
-
-
-def summarize(coverage: Coverage, skipped: dict[str, int]) -> str:
-    """One log line: coverage and the rows skipped as invalid."""
-    line = (f"instraug: pool coverage {coverage.share:.0%} ({coverage.covered} of {coverage.instructions} "
-            "distinct training instructions have a paraphrase)")
-    if skipped:
-        line += f"; skipped {sum(skipped.values())} invalid row(s): " + ", ".join(f"{n} {k}" for k, n in skipped.items())
-    return line
 
 
 def _names(datasets: Any) -> str:
@@ -262,7 +168,7 @@ def check_before_training(session: Session, dataset: Any, data_args: Any, templa
             raise InstrAugError(f"instraug_skip_invalid: every training row of dataset {_names(data_args.dataset)} "
                                 f"is invalid ({counts})")
         dataset = dataset.select(keep)
-    warnings = coverage_verdict(coverage, pools=config.pool, mode=config.mode, epsilon=config.epsilon)
+    warnings = coverage_verdict(coverage, pools=config.pool, mode=config.mode, epsilon=config.lowest_epsilon())
     if os.environ.get("RANK", "0") == "0":  # every rank checks; the first one reports
         print(summarize(coverage, skipped), file=sys.stderr, flush=True)
         for warning in warnings:

@@ -3,7 +3,6 @@ the one holder (`ACTIVE`) through which LLaMA-Factory's patched data loader find
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import Pool
 from instraug_plugin.core.sampling import InstructionRewriter
+from instraug_plugin.integrations.epoch_state import EpochState
 from instraug_plugin.integrations.llamafactory.config import InstrAugConfig
 
 if TYPE_CHECKING:
@@ -21,45 +21,6 @@ if TYPE_CHECKING:
 
 INDEX_COLUMN = "_instraug_index"  # the row's index in the training split: the draw depends on it
 TASK_COLUMN = "_instraug_task"  # the row's task (`instraug_task_column`), added while aligning
-STATS_FILE = "instraug_stats.jsonl"
-SAMPLES_DIR = "instraug_samples"
-
-
-class EpochState:
-    """The epoch the callback publishes in each rank's main process, in shared memory: DataLoader
-    workers, forked for each epoch or persistent across epochs, read the current value at every
-    fetch (the trainer calls `on_epoch_begin` before it starts the epoch's iterator). Live mode also
-    bumps `pool_version` after each refresh, so workers reload the pool it wrote."""
-
-    def __init__(self) -> None:
-        self._epoch = multiprocessing.RawValue("q", 0)
-        self._training = multiprocessing.RawValue("b", 0)
-        self._pool_version = multiprocessing.RawValue("q", 0)
-
-    @property
-    def pool_version(self) -> int:
-        """How many times live mode has published a refreshed pool (`live_pool_dir`)."""
-        return self._pool_version.value
-
-    def publish_pool(self) -> None:
-        """Tell every DataLoader worker, persistent ones included, to load the refreshed pool."""
-        self._pool_version.value += 1
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.value
-
-    @epoch.setter
-    def epoch(self, value: int) -> None:
-        self._epoch.value = value
-
-    @property
-    def training(self) -> bool:
-        return bool(self._training.value)
-
-    @training.setter
-    def training(self, value: bool) -> None:
-        self._training.value = int(value)
 
 
 @dataclass
@@ -84,7 +45,8 @@ def start_session(config: InstrAugConfig, default_seed: int) -> Session:
     spec = PlaceholderSpec(extra_patterns=config.placeholder_regex) if config.placeholder_regex else DEFAULT_SPEC
     pool = Pool.load(*map(Path, config.pool), scope=config.scope) if config.pool else Pool([])
     seed = default_seed if config.seed is None else config.seed
-    return Session(config, InstructionRewriter(pool, config.epsilon, seed, spec))
+    epsilon, task_epsilon = config.task_epsilons()
+    return Session(config, InstructionRewriter(pool, epsilon, seed, spec, task_epsilon))
 
 
 def live_pool_dir(output_dir: str) -> Path:

@@ -3,20 +3,16 @@ it with LLaMA-Factory's own processor; and the epoch's decision counts for the s
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.pool import Pool, read_records
 from instraug_plugin.core.sampling import rewrite_messages
+from instraug_plugin.integrations.epoch_state import append_samples, label_digest
 from instraug_plugin.integrations.llamafactory.encode_cache import with_encode_cache
 from instraug_plugin.integrations.llamafactory.session import (
     INDEX_COLUMN,
-    SAMPLES_DIR,
     TASK_COLUMN,
     Session,
     live_pool_dir,
@@ -32,7 +28,7 @@ class LazyTransform:
         self.state = session.state
         self.processor = with_encode_cache(processor)  # LLaMA-Factory's own, recurring strings' ids cached
         self.image_token_id = image_token_id
-        self.sample_dir = Path(session.output_dir) / SAMPLES_DIR if session.config.log_samples else None
+        self.log_samples = session.config.log_samples
         self.session = session
         self.live_pool = live_pool_dir(session.output_dir) if session.config.mode == "live" else None
 
@@ -53,29 +49,25 @@ class LazyTransform:
         out = self.processor.preprocess_dataset({**batch, "_prompt": prompts})
         if len(out["input_ids"]) != len(prompts):
             raise InstrAugError("LLaMA-Factory dropped a training row after rewriting; please report this")
-        if self.sample_dir is not None and self.state.training:
+        if self.log_samples and self.state.training:
             self._log(batch, prompts, decisions, out, epoch)
         return out
 
     def _log(self, batch: dict[str, list[Any]], prompts: list[Any], decisions: list[str], out: dict[str, Any],
              epoch: int) -> None:
         """Append what the model actually saw, one line per sample, to a per-process file."""
-        assert self.sample_dir is not None
-        self.sample_dir.mkdir(parents=True, exist_ok=True)
-        path = self.sample_dir / f"rank{os.environ.get('RANK', '0')}-pid{os.getpid()}.jsonl"
-        with path.open("a", encoding="utf-8") as fh:
-            for i, index in enumerate(batch[INDEX_COLUMN]):
-                labels = [t for t in out["labels"][i] if t != IGNORE_INDEX]
-                row = {
-                    "epoch": epoch,
-                    "index": index,
-                    "decision": decisions[i],
-                    "user_turns": [m["content"] for m in prompts[i] if m.get("role") == "user"],
-                    "images": len(batch["_images"][i] or []),
-                    "image_tokens": out["input_ids"][i].count(self.image_token_id) if self.image_token_id else 0,
-                    "label_sha": hashlib.sha1(json.dumps(labels).encode()).hexdigest()[:16],
-                }
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        append_samples(self.session.output_dir, (
+            {
+                "epoch": epoch,
+                "index": index,
+                "decision": decisions[i],
+                "user_turns": [m["content"] for m in prompts[i] if m.get("role") == "user"],
+                "images": len(batch["_images"][i] or []),
+                "image_tokens": out["input_ids"][i].count(self.image_token_id) if self.image_token_id else 0,
+                "label_sha": label_digest(t for t in out["labels"][i] if t != IGNORE_INDEX),
+            }
+            for i, index in enumerate(batch[INDEX_COLUMN])
+        ))
 
 
 def epoch_stats(session: Session, epoch: int) -> Counter[str]:
