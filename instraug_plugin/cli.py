@@ -246,6 +246,7 @@ def pregen_command(
     dtype: Annotated[str | None, typer.Option(help="transformers: auto (bfloat16 on CUDA and on CPUs with AMX) | float32 | bfloat16 | float16.")] = None,
     decoder: Annotated[str | None, typer.Option(help="transformers: shared-prefix (one prefill per meta-prompt prefix, finished rows leave the batch) | generate (transformers' generate).")] = None,
     batch_size: Annotated[int, typer.Option(help="Generation batch size (openai: requests cached together).")] = 32,
+    threads: Annotated[int | None, typer.Option(help="llamacpp: CPU threads (default: one per core; on cores shared with other jobs, fewer threads run faster).")] = None,
     executor: Annotated[str, typer.Option(help="local (this process) | ray (one rewriter per Ray actor, batches spread over them)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address, or auto (default: start a local Ray instance).")] = None,
     ray_workers: Annotated[int | None, typer.Option(help="Ray actors (default: one per cluster GPU, else 1).")] = None,
@@ -290,7 +291,7 @@ def pregen_command(
     meta_prompts = load_meta_prompts(direct_prompts, guided_prompts, guides_file=guides)
     options = _given(
         model=model, quantization_bits=quantization_bits, device=device, dtype=dtype, decoder=decoder,
-        batch_size=batch_size, api_base=api_base,
+        batch_size=batch_size, threads=threads, api_base=api_base,
         api_key_env=api_key_env, max_concurrency=max_concurrency, request_timeout=request_timeout, max_retries=max_retries,
         structured_outputs=structured_outputs or None, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
         tensor_parallel_size=tensor_parallel_size,

@@ -49,6 +49,11 @@ def test_options_that_do_not_apply_are_one_line_errors(options: dict, message: s
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+def test_threads_apply_only_to_llamacpp() -> None:
+    with pytest.raises(InstrAugError, match="^--threads does not apply to the transformers backend$"):
+        create_backend("transformers", threads=2)
+
+
 @pytest.mark.slow
 def test_grammar_keeps_every_placeholder_over_all_templates(llamacpp_backend: LlamaCppBackend) -> None:
     """One constrained reply per bundled template with placeholders, on a budget of 4 tokens per
