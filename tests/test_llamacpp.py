@@ -50,7 +50,7 @@ def test_options_that_do_not_apply_are_one_line_errors(options: dict, message: s
 
 
 def test_threads_apply_only_to_llamacpp() -> None:
-    with pytest.raises(InstrAugError, match="^--threads does not apply to the transformers backend$"):
+    with pytest.raises(InstrAugError, match=r"^--threads does not apply to the transformers backend$"):
         create_backend("transformers", threads=2)
 
 
