@@ -12,6 +12,10 @@ Arms (same model, dtype, seeds, meta-prompts, sampling parameters and filters):
   batched-generate   `batched` decoded by transformers' `generate` (isolates the decoder)
   batched-mask-generate  `batched-mask` decoded by transformers' `generate`: differs from `reference`
                      only in batching (isolates batching)
+  llamacpp           the same requests through llama.cpp (`--backend llamacpp`: the GGUF file as
+                     is, --batch-size sequences per decode, shared prompt prefix prefilled once),
+                     placeholder-safe by construction with the constraint's GBNF grammar
+  llamacpp-mask      `llamacpp` in mask-then-filter mode
 
 Prints generations/s, kept paraphrases/s (after every filter, the meaning filters included),
 placeholder yield (generations whose placeholders survive / generations) and kept yield (kept /
@@ -27,7 +31,13 @@ over rounds with its range:
   decoder             batched vs batched-generate (shared-prefix decoder only, constrained), generations/s
   constraint          batched vs batched-mask (constrained vs mask-then-filter only), generations/s
   whole pipeline      batched vs reference (everything), kept paraphrases/s
-A short warm-up generation runs first.
+  engine              llamacpp vs batched, llamacpp-mask vs batched-mask (the engine only), kept/s
+A short warm-up generation runs first. Both engines run with the same number of threads
+(`torch.get_num_threads()`, i.e. OMP_NUM_THREADS; llama.cpp's `n_threads` is set to it).
+
+Peak memory per arm: both engines live in this one process, so an arm's figure is its engine's
+resident model (the RSS increase when that backend loaded, measured once) plus the arm's working
+peak (VmHWM, reset through /proc/self/clear_refs before the arm, minus the RSS at its start).
 
     python benchmarks/pregen_throughput.py --seeds 8 --batch-size 40 --repeats 3 --json benchmarks/results/pregen_throughput_cpu.json
     python benchmarks/pregen_throughput.py --arms batched,batched-mask --repeats 3 --json benchmarks/results/pregen_modes_cpu.json
@@ -37,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import tempfile
 import time
@@ -45,6 +56,7 @@ from pathlib import Path
 import torch
 
 from instraug_plugin.backends.decoding import shared_prefixes
+from instraug_plugin.backends.llamacpp_backend import LlamaCppBackend
 from instraug_plugin.backends.transformers_backend import TransformersBackend
 from instraug_plugin.core.cache import GenerationCache
 from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE
@@ -83,9 +95,30 @@ def prompt_shape(seeds, backend, prompts, config) -> dict[str, float]:
             "shared_prefix_tokens_mean": round(statistics.mean(shared[g] for g in groups), 1)}
 
 
-def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend, judge):
+def memory_mib(field: str) -> float:
+    """A /proc/self/status memory figure (VmRSS, VmHWM) in MiB."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+
+def reset_peak_memory() -> None:
+    """Restart VmHWM from the current RSS (Linux: clear_refs 5)."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def loaded(make):
+    """`make()`'s result and the RSS increase (MiB) it caused."""
+    before = memory_mib("VmRSS")
+    backend = make()
+    return backend, memory_mib("VmRSS") - before
+
+
+def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend, judge, tokenizer, model_mib):
     backend.batch_size = batch_size_for_backend
-    backend.decoder = "generate" if name in ("reference", "batched-generate", "batched-mask-generate") else "shared-prefix"
+    if isinstance(backend, TransformersBackend):
+        backend.decoder = "generate" if name in ("reference", "batched-generate", "batched-mask-generate") else "shared-prefix"
+    start_rss = memory_mib("VmRSS")
+    reset_peak_memory()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if name == "reference":  # one seed at a time, one meta-prompt at a time: batches of 2 samples
@@ -104,11 +137,13 @@ def run_arm(name, seeds, backend, prompts, config, batch_size_for_backend, judge
                 "fidelity_rejected": result.counts["filters"].get("fidelity", {}).get("rejected", 0),
             }
         seconds = time.perf_counter() - started
+        working_mib = memory_mib("VmHWM") - start_rss
         replies = [row["text"] for cache in Path(tmp).glob("*.jsonl") for row in map(json.loads, cache.open())]
     generated = counts["generated"]
-    reply_tokens = [len(backend.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies]
+    reply_tokens = [len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in replies]
     return {
-        "arm": name, "seconds": round(seconds, 1), "generated": generated, "kept": counts["kept"],
+        "arm": name, "engine": backend.name, "seconds": round(seconds, 1), "generated": generated, "kept": counts["kept"],
+        "peak_memory_mib": round(model_mib + working_mib, 1), "working_peak_mib": round(working_mib, 1),
         "mean_reply_tokens": round(statistics.mean(reply_tokens), 1),
         "generations_per_s": round(generated / seconds, 3), "kept_per_s": round(counts["kept"] / seconds, 3),
         "placeholder_yield": round((generated - counts["placeholders"]) / generated, 3),
@@ -127,7 +162,8 @@ def faithful_share() -> dict[str, float]:
 
 
 FAITHFUL_SHARE = faithful_share()
-ARMS = ("reference", "batched", "batched-mask", "batched-generate", "batched-mask-generate")
+ARMS = ("reference", "batched", "batched-mask", "batched-generate", "batched-mask-generate", "llamacpp", "llamacpp-mask")
+LLAMACPP_ARMS = ("llamacpp", "llamacpp-mask")
 # (name, numerator arm, denominator arm, figure): each pair differs in one thing (see the docstring)
 RATIOS = (
     ("batching", "batched-mask-generate", "reference", "generations_per_s"),
@@ -136,6 +172,10 @@ RATIOS = (
     ("constraint", "batched", "batched-mask", "generations_per_s"),
     ("whole_pipeline_kept", "batched", "reference", "kept_per_s"),
     ("mask_vs_constrained_faithful_kept", "batched-mask", "batched", "faithful_kept_per_s"),
+    ("engine_kept", "llamacpp", "batched", "kept_per_s"),
+    ("engine_mask_kept", "llamacpp-mask", "batched-mask", "kept_per_s"),
+    ("engine_generations", "llamacpp", "batched", "generations_per_s"),
+    ("engine_mask_generations", "llamacpp-mask", "batched-mask", "generations_per_s"),
 )
 
 
@@ -167,11 +207,20 @@ def main() -> None:
 
     seeds = pick_seeds(args.seeds)
     prompts = load_meta_prompts(args.direct_prompts, args.guided_prompts)
-    backend = TransformersBackend(args.model, device=args.device, quantization_bits=args.quantization_bits, dtype=args.dtype)
-    _ = backend.sentinel_vocabulary  # token tables built once, outside the timings
-    warmup = PregenConfig(batch_size=2, max_new_tokens=4)
+    arms = [a.strip() for a in args.arms.split(",")]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
     judge = load_judge(DEFAULT_FIDELITY_JUDGE, device=args.device)  # loaded once, outside the timings
-    run_pregen(seeds[:1], backend, prompts[:1], warmup, GenerationCache(Path(tempfile.mkdtemp()) / "warmup.jsonl"), judge=judge)
+    backend, transformers_mib = loaded(lambda: TransformersBackend(
+        args.model, device=args.device, quantization_bits=args.quantization_bits, dtype=args.dtype))
+    _ = backend.sentinel_vocabulary  # token tables built once, outside the timings
+    engines = {"transformers": (backend, transformers_mib)}
+    if any(arm in LLAMACPP_ARMS for arm in arms):
+        engines["llamacpp"] = loaded(lambda: LlamaCppBackend(args.model, batch_size=args.batch_size, threads=torch.get_num_threads()))
+    warmup = PregenConfig(batch_size=2, max_new_tokens=4)
+    for engine, _ in engines.values():
+        run_pregen(seeds[:1], engine, prompts[:1], warmup, GenerationCache(Path(tempfile.mkdtemp()) / "warmup.jsonl"), judge=judge)
     configs = {
         "reference": (PregenConfig(placeholder_mode="mask", batch_size=2), 2),
         "batched": (PregenConfig(placeholder_mode="constrained", batch_size=args.batch_size), args.batch_size),
@@ -179,14 +228,12 @@ def main() -> None:
         "batched-generate": (PregenConfig(placeholder_mode="constrained", batch_size=args.batch_size), args.batch_size),
         "batched-mask-generate": (PregenConfig(placeholder_mode="mask", batch_size=args.batch_size), args.batch_size),
     }
-    arms = [a.strip() for a in args.arms.split(",")]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        parser.error(f"unknown arms {unknown}; choose from {', '.join(ARMS)}")
+    configs["llamacpp"], configs["llamacpp-mask"] = configs["batched"], configs["batched-mask"]
     runs: dict[str, list[dict]] = {arm: [] for arm in arms}
     for repeat in range(args.repeats):
         for arm in arms[repeat % len(arms):] + arms[: repeat % len(arms)]:  # rotate the order each round
-            runs[arm].append(run_arm(arm, seeds, backend, prompts, *configs[arm], judge))
+            engine, model_mib = engines["llamacpp" if arm in LLAMACPP_ARMS else "transformers"]
+            runs[arm].append(run_arm(arm, seeds, engine, prompts, *configs[arm], judge, backend.tokenizer, model_mib))
     rows = [median_row(runs[arm]) if args.repeats > 1 else runs[arm][0] for arm in arms]
 
     ratios = {}
@@ -201,15 +248,16 @@ def main() -> None:
     summary = {
         "model": backend.model_id, "device": str(backend.model.device), "dtype": str(backend.model.dtype).removeprefix("torch."),
         "threads": torch.get_num_threads(), "seeds": len(seeds), "repeats": args.repeats,
+        "model_resident_mib": {name: round(mib, 1) for name, (_, mib) in engines.items()},
         "meta_prompts": len(prompts), "batch_size": args.batch_size, "faithful_share_by_mode": FAITHFUL_SHARE,
         **prompt_shape(seeds, backend, prompts, PregenConfig()), "arms": rows, "runs": runs, "ratios": ratios,
     }
     print(f"{'arm':<22} {'sec':>7} {'gen':>5} {'kept':>5} {'gen/s':>7} {'kept/s':>7} {'faithful/s':>10} {'ph-yield':>8} "
-          f"{'kept-yield':>10} {'filters':>7}")
+          f"{'kept-yield':>10} {'filters':>7} {'peak MiB':>8}")
     for r in rows:
         print(f"{r['arm']:<22} {r['seconds']:>7} {r['generated']:>5} {r['kept']:>5} {r['generations_per_s']:>7} "
               f"{r['kept_per_s']:>7} {r['faithful_kept_per_s']:>10} {r['placeholder_yield']:>8.0%} {r['kept_yield']:>10.0%} "
-              f"{r['filter_share']:>7.1%}")
+              f"{r['filter_share']:>7.1%} {r['peak_memory_mib']:>8}")
     print(f"prompt tokens per request {summary['prompt_tokens_mean']}, shared by its meta-prompt's rows "
           f"{summary['shared_prefix_tokens_mean']}; mean reply tokens per arm: "
           + ", ".join(f"{r['arm']} {r['mean_reply_tokens']}" for r in rows))

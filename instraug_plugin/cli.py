@@ -110,7 +110,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 
 # Rewriter options of pregen and bootstrap-guides; None leaves the backend's default.
-ModelOption = Annotated[str | None, typer.Option(help="transformers, vllm: local model path, or smollm2 (default); openai: the served model name.")]
+ModelOption = Annotated[str | None, typer.Option(help="transformers, vllm: local model path, or smollm2 (default); llamacpp: a .gguf file, or smollm2; openai: the served model name.")]
 ApiBaseOption = Annotated[str | None, typer.Option(help="openai: server URL up to the version, e.g. http://127.0.0.1:8000/v1.")]
 ApiKeyEnvOption = Annotated[str | None, typer.Option(help="openai: environment variable holding the API key, sent only if set (default OPENAI_API_KEY).")]
 MaxConcurrencyOption = Annotated[int | None, typer.Option(help="openai: requests in flight (default 8).")]
@@ -256,7 +256,7 @@ def pregen_command(
     task_shape: Annotated[bool, typer.Option(help="Reject paraphrases that change the shape of the task: negation, yes/no vs wh-question, a placeholder recast as the subject ('{text} is the part'), a locating request without a locating word.")] = True,
     answer_check: Annotated[bool, typer.Option(help="Instance-level seeds: reject paraphrases that flip a negation, the compared thing or a contrast, and apply --instance-min-fidelity.")] = True,
     fidelity_judge: Annotated[str, typer.Option(help="Meaning judge: minilm (default, English) or a local sentence-embedding model directory.")] = DEFAULT_FIDELITY_JUDGE,
-    backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | vllm | openai.")] = "transformers",
+    backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | llamacpp (CPU, GGUF files) | vllm | openai.")] = "transformers",
     model: ModelOption = None,
     api_base: ApiBaseOption = None,
     api_key_env: ApiKeyEnvOption = None,
@@ -272,6 +272,7 @@ def pregen_command(
     dtype: Annotated[str | None, typer.Option(help="transformers: auto (bfloat16 on CUDA and on CPUs with AMX) | float32 | bfloat16 | float16.")] = None,
     decoder: Annotated[str | None, typer.Option(help="transformers: shared-prefix (one prefill per meta-prompt prefix, finished rows leave the batch) | generate (transformers' generate).")] = None,
     batch_size: Annotated[int, typer.Option(help="Generation batch size (openai: requests cached together).")] = 32,
+    threads: Annotated[int | None, typer.Option(help="llamacpp: CPU threads (default: one per core; on cores shared with other jobs, fewer threads run faster).")] = None,
     executor: Annotated[str, typer.Option(help="local (this process) | ray (one rewriter per Ray actor, batches spread over them)")] = "local",
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address, or auto (default: start a local Ray instance).")] = None,
     ray_workers: Annotated[int | None, typer.Option(help="Ray actors (default: one per cluster GPU, else 1).")] = None,
@@ -317,7 +318,7 @@ def pregen_command(
     budgets = _plan_budgets(ctx, plan, {seed.task for seed in seeds})
     options = _given(
         model=model, quantization_bits=quantization_bits, device=device, dtype=dtype, decoder=decoder,
-        batch_size=batch_size, api_base=api_base,
+        batch_size=batch_size, threads=threads, api_base=api_base,
         api_key_env=api_key_env, max_concurrency=max_concurrency, request_timeout=request_timeout, max_retries=max_retries,
         structured_outputs=structured_outputs or None, gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
         tensor_parallel_size=tensor_parallel_size,

@@ -2,7 +2,15 @@
 # The test suite (real models and real LLaMA-Factory training on CPU). Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The LLaVA training stack's own venv (tests/test_llava_train.py) installs beside the main one (both mostly
+# wait on the package index while llama.cpp compiles).
+mkdir -p runs
+bash scripts/setup_llava.sh >runs/setup_llava.log 2>&1 &
+llava=$!
+trap 'kill "$llava" 2>/dev/null || true' EXIT
 bash scripts/setup.sh
-bash scripts/setup_llava.sh  # the LLaVA training stack's own venv (tests/test_llava_train.py)
+wait "$llava" || { cat runs/setup_llava.log >&2; exit 1; }
+trap - EXIT
+tail -n 2 runs/setup_llava.log
 export HF_HUB_OFFLINE=1
 exec .venv/bin/python -m pytest -q -ra "$@"

@@ -31,8 +31,14 @@ def _vllm() -> type[RewriterBackend]:
     return VLLMBackend
 
 
+def _llamacpp() -> type[RewriterBackend]:
+    from instraug_plugin.backends.llamacpp_backend import LlamaCppBackend
+
+    return LlamaCppBackend
+
+
 BACKENDS: dict[str, Callable[[], type[RewriterBackend]]] = {
-    "transformers": _transformers, "openai": _openai, "vllm": _vllm,
+    "transformers": _transformers, "openai": _openai, "vllm": _vllm, "llamacpp": _llamacpp,
 }
 
 
