@@ -233,6 +233,25 @@ def test_presets_keep_every_arm_on_the_same_steps() -> None:
     assert "instraug_mode" not in configs[2] and configs[2]["dataset"] == "d_mins"
 
 
+def test_online_arm_steers_on_its_own_instances_without_test_wordings(tmp_path: Path) -> None:
+    """Arm d: the template pool with the online loop, scored on a development file of its own draw that
+    carries the original templates only (the test wordings never reach training)."""
+    script = _script()
+    args = script.parse_args(["--preset", "cpu", "--arms", "abd"])
+    config = script.train_config(args, Path("m"), tmp_path, Path("o"), 1, "d", Path("p"), "d", Path("tpl"))
+    assert config["instraug_adaptive"] is True and config["instraug_pool"] == "tpl"
+    assert config["instraug_epsilon"] == args.epsilon and config["instraug_seed"] == 1
+    assert config["instraug_eval_set"] == str(tmp_path / "dev.json") and config["max_steps"] == args.steps
+    make_scenes_benchmark(tmp_path, seed=0, train_per_task=2, test_per_task=script.DEV_PER_TASK)
+    dev = json.loads(script.write_dev_set(tmp_path / "dev.json", seed=0, task_set="positions").read_text())
+    test = json.loads((tmp_path / "eval.json").read_text())
+    assert all(spec["heldout"] == [] for spec in dev["tasks"].values())
+    assert {t: s["original"] for t, s in dev["tasks"].items()} == {t: s["original"] for t, s in test["tasks"].items()}
+    scenes = {json.dumps(i["fields"], sort_keys=True) for i in test["instances"]}
+    assert len(dev["instances"]) == script.DEV_PER_TASK * len(dev["tasks"])
+    assert sum(json.dumps(i["fields"], sort_keys=True) in scenes for i in dev["instances"]) < len(dev["instances"]) / 4
+
+
 @pytest.mark.slow
 def test_smoke_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The smallest configuration: 1 seed, a few steps and instances, all three arms, real training and eval."""
