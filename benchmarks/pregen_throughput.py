@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import tempfile
 import time
@@ -66,6 +65,7 @@ from instraug_plugin.generation.pipeline import PregenConfig, build_jobs, run_pr
 from instraug_plugin.generation.prompts import load_meta_prompts
 from instraug_plugin.inputs import load_seeds
 from instraug_plugin.judges import load_judge
+from instraug_plugin.procmem import memory_mib, reset_peak_memory
 from instraug_plugin.resources import bundled_templates_file
 
 
@@ -93,17 +93,6 @@ def prompt_shape(seeds, backend, prompts, config) -> dict[str, float]:
     groups, shared = shared_prefixes(tokens, [m[:-1] for m in messages])
     return {"prompt_tokens_mean": round(statistics.mean(map(len, tokens)), 1),
             "shared_prefix_tokens_mean": round(statistics.mean(shared[g] for g in groups), 1)}
-
-
-def memory_mib(field: str) -> float:
-    """A /proc/self/status memory figure (VmRSS, VmHWM) in MiB."""
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(rf"^{field}:\s+(\d+) kB", status, re.M).group(1)) / 1024
-
-
-def reset_peak_memory() -> None:
-    """Restart VmHWM from the current RSS (Linux: clear_refs 5)."""
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 def loaded(make):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import resource
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,6 +29,7 @@ from instraug_plugin.integrations.llamafactory.session import (
     Session,
     live_pool_dir,
 )
+from instraug_plugin.procmem import PhasePeak
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class LiveRefresher:
 
         config = self.session.config
         cuda = torch.cuda.is_available()
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        host_peak = PhasePeak()
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         if self.backend is None:
@@ -171,7 +171,7 @@ class LiveRefresher:
         if cuda:
             peak = torch.cuda.max_memory_allocated() / 2**20
         else:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before
+            peak = host_peak.mib()
         return [r for r in result.records if not r.is_seed], peak
 
     def close(self) -> None:
