@@ -31,7 +31,7 @@ SENTINEL = re.compile(r"\{[A-Z]\}")
 
 @pytest.fixture(scope="module")
 def llamacpp_backend():
-    backend = LlamaCppBackend("smollm2", batch_size=32)
+    backend = LlamaCppBackend("smollm2", batch_size=32, threads=1)  # tests run two at a time (scripts/test.sh)
     yield backend
     backend.close()
 
@@ -108,7 +108,7 @@ def test_prompts_render_as_transformers_renders_them(llamacpp_backend: LlamaCppB
 def _pregen(out: Path, env: dict[str, str]) -> subprocess.Popen:
     args = [*CLI, "pregen", str(bundled_templates_file()), "--tasks", "GC,VG", "--limit", "3", "--out", str(out),
             "--direct-prompts", "2", "--guided-prompts", "1", "--batch-size", "2", "--backend", "llamacpp",
-            "--placeholder-mode", "constrained", "--min-fidelity", "0"]  # the judge: tests/test_pregen.py
+            "--placeholder-mode", "constrained", "--min-fidelity", "0", "--threads", "1"]  # the judge: tests/test_pregen.py
     return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
