@@ -31,3 +31,12 @@ def smollm2_backend():
     from instraug_plugin.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend("smollm2", device="cpu", batch_size=16, dtype="float32")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def smollm2_converted() -> Path:
+    """The embedded rewriter's one-time GGUF conversion, done before any test runs: otherwise the first test
+    to load it (whichever that is when files run in parallel) also sees the conversion's progress bars."""
+    from instraug_plugin.backends.smollm2 import ensure_converted
+
+    return ensure_converted()
