@@ -84,7 +84,7 @@ def run_arm(name: str, backend_name: str, options: dict[str, Any], seeds: list, 
         if tokenizer is None:
             from transformers import AutoTokenizer
 
-            from instraug_plugin.backends.smollm2 import resolve_model_path
+            from instraug_plugin.backends.conversion import resolve_model_path
 
             tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(options.get("model", "smollm2")))
         tokens = sum(len(tokenizer(json.loads(r)["text"], add_special_tokens=False)["input_ids"]) for r in replies)
@@ -111,7 +111,7 @@ def colocated_memory(model: str) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
     from instraug_plugin.backends.base import GenerationRequest
-    from instraug_plugin.backends.smollm2 import resolve_model_path
+    from instraug_plugin.backends.conversion import resolve_model_path
 
     def train_step(policy) -> None:
         batch = torch.randint(0, 1000, (8, 512), device="cuda")

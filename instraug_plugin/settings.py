@@ -30,7 +30,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
-from instraug_plugin.backends.smollm2 import DEFAULT_MODEL  # torch-free
+from instraug_plugin.backends.embedded import DEFAULT_MODEL, EMBEDDED  # torch-free
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.filters import DEFAULT_MIN_FIDELITY
 from instraug_plugin.core.placeholders import PlaceholderSpec
@@ -42,7 +42,7 @@ from instraug_plugin.generation.pipeline import STRATEGIES  # torch-free (checke
 PREFIX = "instraug_"
 EVAL_PREFIX = "instraug_eval_"
 EVAL_GROUP = EVAL_PREFIX + "*"  # where the `instraug_eval_*` keys are gathered; no key can be spelled so
-LIVE_MODELS = (DEFAULT_MODEL,)  # built-in rewriter names; anything else must be a local model path
+LIVE_MODELS = tuple(EMBEDDED)  # built-in rewriter names; anything else must be a local model path
 
 
 def _as_tuple(value: Any) -> Any:

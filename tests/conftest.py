@@ -37,6 +37,7 @@ def smollm2_backend():
 def smollm2_converted() -> Path:
     """The embedded rewriter's one-time GGUF conversion, done before any test runs: otherwise the first test
     to load it (whichever that is when files run in parallel) also sees the conversion's progress bars."""
-    from instraug_plugin.backends.smollm2 import ensure_converted
+    from instraug_plugin.backends.conversion import ensure_converted
+    from instraug_plugin.backends.embedded import SMOLLM2
 
-    return ensure_converted()
+    return ensure_converted(SMOLLM2)

@@ -16,9 +16,10 @@ from instraug_plugin.core.constraint import PlaceholderConstraint
 def vocab() -> tuple[SentinelVocabulary, object]:
     from transformers import AutoTokenizer
 
-    from instraug_plugin.backends.smollm2 import ensure_converted
+    from instraug_plugin.backends.conversion import ensure_converted
+    from instraug_plugin.backends.embedded import SMOLLM2
 
-    tokenizer = AutoTokenizer.from_pretrained(ensure_converted())
+    tokenizer = AutoTokenizer.from_pretrained(ensure_converted(SMOLLM2))
     return SentinelVocabulary(tokenizer), tokenizer
 
 

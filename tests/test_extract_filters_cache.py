@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from instraug_plugin.core.cache import GenerationCache
-from instraug_plugin.core.extract import extract_reply
-from instraug_plugin.core.filters import Candidate, FilterChain, FilterConfig
+from instraug_plugin.core.extract import extract_items, extract_reply
+from instraug_plugin.core.filters import Candidate, FilterChain, FilterConfig, text_units
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_each_filter_rejects_and_counts() -> None:
     verdicts = {text: chain.accepts(_cand(text)) for text in cases}
     assert verdicts == cases
     assert dict(chain.rejected) == {
-        "placeholders": 1, "placeholder_order": 0, "length": 1, "contractions": 1, "echo": 1, "meta_text": 3,
+        "placeholders": 1, "placeholder_order": 0, "language": 0, "length": 1, "contractions": 1, "echo": 1, "meta_text": 3,
         "request": 1, "task_shape": 0, "answer": 0, "duplicate": 1, "near_duplicate": 1,
     }
 
@@ -109,7 +109,7 @@ def test_request_rule(seed: str, text: str, kept: bool) -> None:
 def test_iterative_rows_compare_length_with_their_parent_and_placeholders_with_the_seed() -> None:
     chain = FilterChain(FilterConfig(length_low=0.5, length_high=1.5))
     parent = "Explain {region} now."  # a round-1 paraphrase: 3 words
-    assert not chain.accepts(_cand("Give a detailed description of everything inside {region}.", parent=parent))
+    assert not chain.accepts(_cand("Give a very detailed description of absolutely everything you can see inside {region}.", parent=parent))
     assert chain.accepts(_cand("Describe {region}, please.", parent=parent))
     assert not chain.accepts(_cand("Describe <image>, please.", parent="Explain <image>."))
     assert chain.rejected["length"] == 1 and chain.rejected["placeholders"] == 1
@@ -134,3 +134,49 @@ def test_cache_survives_a_cut_last_line(tmp_path: Path) -> None:
     assert again.get("k3") == "three" and again.get("k1") == "one" and len(again) == 3
     assert sum(1 for line in path.read_text().splitlines() if line.startswith("{") and line.endswith("}")) == 3
     assert all(json.loads(line) for line in path.read_text().splitlines()[-1:])
+
+
+@pytest.mark.parametrize(
+    ("reply", "multiline", "expected"),
+    [
+        ("1. Count the {A}.\n2. How many {A} are there?\n3) Give the tally of {A}.", False,
+         ["Count the {A}.", "How many {A} are there?", "Give the tally of {A}."]),
+        ("Here are 2 rewordings:\n\n1. \"What is {A}?\"\n2. **Name {A}.**\n\nNote: both keep {A}.", False,
+         ["What is {A}?", "Name {A}."]),
+        ("1、他是谁？\n2、这个人是谁？", False, ["他是谁？", "这个人是谁？"]),
+        ('["Describe {A}.", "What does {A} show?"]', False, ["Describe {A}.", "What does {A} show?"]),
+        ("1. Find {A}.\nThe object is {B}\n2. Locate {A}.\nObject: {B}", True,
+         ["Find {A}.\nThe object is {B}", "Locate {A}.\nObject: {B}"]),
+        ("1. Find {A}.\nThe object is {B}", False, ["Find {A}."]),
+        ("Describe {A} briefly.", False, ["Describe {A} briefly."]),  # no list: the one paraphrase
+        ("", False, []),
+    ],
+)
+def test_extract_items(reply: str, multiline: bool, expected: list[str]) -> None:
+    assert extract_items(reply, multiline=multiline) == expected
+
+
+def test_text_units_count_cjk_characters_as_words() -> None:
+    assert text_units("Who is he?") == 3
+    assert text_units("他是谁？") == 2  # 3 Han characters at 1.5 a word
+    assert text_units("请描述 {image} 这张图片") == 1 + 7 / 1.5
+
+
+@pytest.mark.parametrize(
+    ("seed", "text", "kept", "reason"),
+    [
+        ("Who is he?", "Who is this person?", True, None),
+        ("Who is he?", "Can you tell me who this man is?", True, None),  # 8 words: within the 5-word slack
+        ("Who is he?", "Please look at the picture and tell me who exactly this man is.", False, "length"),
+        ("他是谁？", "这个人是谁？", True, None),
+        ("他是谁？", "Who is this person?", False, "language"),
+        ("Describe the image.", "描述这张图片。", False, "language"),
+        ("Describe the region {region} of the image in detail, mentioning every object you see there.",
+         "Describe {region}.", False, "length"),
+    ],
+)
+def test_short_and_chinese_instructions(seed: str, text: str, kept: bool, reason: str | None) -> None:
+    chain = FilterChain(FilterConfig(min_fidelity=0))
+    assert chain.accepts(Candidate(text=text, parent=seed, seed=seed, seed_id="t/0")) is kept
+    if reason:
+        assert chain.rejected[reason] == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from instraug_plugin.backends.base import GenerationRequest
-from instraug_plugin.backends.llamacpp_backend import LlamaCppBackend
+from instraug_plugin.backends.llamacpp_backend import LlamaCppBackend, model_params
 from instraug_plugin.backends.registry import create_backend
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import DEFAULT_SPEC
@@ -40,13 +40,20 @@ def llamacpp_backend():
     ({"dtype": "float32"}, "--dtype does not apply to the llamacpp backend"),
     ({"quantization_bits": 4, "decoder": "generate"}, "--quantization-bits, --decoder do not apply to the llamacpp backend"),
     ({"device": "cuda"}, "the llamacpp backend runs on the CPU; got --device cuda"),
-    ({"model": "README.md"}, "the llamacpp backend needs a .gguf file or smollm2; got README.md"),
+    ({"model": "README.md"}, "the llamacpp backend needs a .gguf file or an embedded model (smollm2, qwen2.5-coder-1.5b); got README.md"),
     ({"batch_size": 0}, "llamacpp: batch size and threads must be >= 1"),
 ])
 def test_options_that_do_not_apply_are_one_line_errors(options: dict, message: str) -> None:
     with pytest.raises(InstrAugError) as error:
         create_backend("llamacpp", **options)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_amx_cpus_load_without_the_extra_buffer_types() -> None:
+    """llama.cpp's AMX buffer type segfaults in its matrix multiply (upstream issue 20824): off where AMX is."""
+    assert model_params(frozenset({"avx2", "avx512f", "amx_tile", "amx_int8", "amx_bf16"})).use_extra_bufts is False
+    assert model_params(frozenset({"avx2", "fma", "f16c"})).use_extra_bufts is True
+    assert model_params(frozenset()).use_extra_bufts is True
 
 
 def test_threads_apply_only_to_llamacpp() -> None:

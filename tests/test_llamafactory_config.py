@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -60,8 +61,8 @@ def test_bad_values_name_the_key(key: str, value: object, message: str) -> None:
 
 def test_live_model_must_be_smollm2_or_an_existing_path(tmp_path: Path) -> None:
     base = {"instraug_mode": "live", "instraug_pool": POOL, "instraug_live_quantization_bit": None}
-    with pytest.raises(InstrAugError, match="instraug_live_model: expected smollm2 or an existing local model path, "
-                                            "got '/nonexistent/rewriter'") as info:
+    with pytest.raises(InstrAugError, match=re.escape("instraug_live_model: expected smollm2 | qwen2.5-coder-1.5b or an existing local "
+                                                      "model path, got '/nonexistent/rewriter'")) as info:
         parse_config({**base, "instraug_live_model": "/nonexistent/rewriter"})
     assert "\n" not in str(info.value)
     assert parse_config({**base, "instraug_live_model": "smollm2"}).live_model == "smollm2"

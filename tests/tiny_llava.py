@@ -18,10 +18,11 @@ def build_tiny_llava(out_dir: Path) -> Path:
         LlavaProcessor,
     )
 
-    from instraug_plugin.backends.smollm2 import ensure_converted
+    from instraug_plugin.backends.conversion import ensure_converted
+    from instraug_plugin.backends.embedded import SMOLLM2
 
     torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(ensure_converted())
+    tokenizer = AutoTokenizer.from_pretrained(ensure_converted(SMOLLM2))
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,

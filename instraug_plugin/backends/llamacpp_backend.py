@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from instraug_plugin.backends.base import GenerationRequest
-from instraug_plugin.backends.smollm2 import DEFAULT_MODEL, MODEL_ID, gguf_path
+from instraug_plugin.backends.embedded import DEFAULT_MODEL, EMBEDDED, embedded_model
 from instraug_plugin.core.constraint import FREE, ConstraintState, PlaceholderConstraint
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.replies import LENGTH, STOP, Reply
@@ -47,6 +47,32 @@ PIECE_BYTES = 256
 def available_cores() -> int:
     """CPU cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (`/proc/cpuinfo`); empty where it does not."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def model_params(flags: frozenset[str] | None = None):
+    """llama.cpp model load parameters for this CPU (`flags`: its feature flags, default this one's).
+
+    On a CPU with AMX tiles, llama.cpp (0.3.36) puts Q4/Q8 weights into its AMX buffer type and then
+    crashes in the AMX matrix multiply (segmentation fault; upstream llama.cpp issue 20824), so the
+    extra buffer types are turned off there; elsewhere they stay on (they repack weights for faster
+    AVX2/AVX-512 kernels).
+    """
+    params = llama_cpp.llama_model_default_params()
+    if "amx_tile" in (cpu_flags() if flags is None else flags):
+        params.use_extra_bufts = False
+    return params
 
 
 def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
@@ -174,14 +200,15 @@ class LlamaCppBackend:
             raise InstrAugError(f"the llamacpp backend runs on the CPU; got --device {device}")
         if batch_size < 1 or context_size < 64 or (threads is not None and threads < 1):
             raise InstrAugError("llamacpp: batch size and threads must be >= 1 and the context size >= 64")
-        path = gguf_path() if model == DEFAULT_MODEL else Path(model)
+        embedded = embedded_model(model)
+        path = embedded.gguf_path() if embedded is not None else Path(model)
         if not path.is_file() or path.suffix != ".gguf":
-            raise InstrAugError(f"the llamacpp backend needs a .gguf file or smollm2; got {model}")
-        self.model_id = (MODEL_ID if model == DEFAULT_MODEL else model) + f"@{ENGINE}"
+            raise InstrAugError(f"the llamacpp backend needs a .gguf file or an embedded model ({', '.join(EMBEDDED)}); got {model}")
+        self.model_id = (embedded.model_id if embedded is not None else model) + f"@{ENGINE}"
         self.batch_size = batch_size
         self.threads = threads or available_cores()
         llama_cpp.llama_backend_init()
-        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), llama_cpp.llama_model_default_params())
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params())
         if not self._model:
             raise InstrAugError(f"llama.cpp cannot load rewriter model {path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)

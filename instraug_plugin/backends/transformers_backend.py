@@ -14,7 +14,8 @@ from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.constraints import SentinelLogitsProcessor, SentinelVocabulary
 from instraug_plugin.backends.decoding import decode
 from instraug_plugin.backends.nucleus import NucleusSampler
-from instraug_plugin.backends.smollm2 import DEFAULT_MODEL, MODEL_ID, resolve_model_path
+from instraug_plugin.backends.conversion import model_id, resolve_model_path
+from instraug_plugin.backends.embedded import DEFAULT_MODEL
 from instraug_plugin.core.errors import InstrAugError, first_line
 from instraug_plugin.core.replies import LENGTH, STOP, Reply
 
@@ -82,7 +83,7 @@ class TransformersBackend:
         if decoder not in DECODERS:
             raise InstrAugError(f"decoder must be one of {', '.join(DECODERS)}; got {decoder!r}")
         path = resolve_model_path(model)
-        self.model_id = MODEL_ID if model == DEFAULT_MODEL else model
+        self.model_id = model_id(model)
         self.batch_size = batch_size
         self.decoder = decoder
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from instraug_plugin.backends.base import GenerationRequest
-from instraug_plugin.backends.smollm2 import DEFAULT_MODEL, MODEL_ID, resolve_model_path
+from instraug_plugin.backends.conversion import model_id, resolve_model_path
+from instraug_plugin.backends.embedded import DEFAULT_MODEL
 from instraug_plugin.core.errors import InstrAugError, first_line
 from instraug_plugin.core.replies import STOP, Reply
 
@@ -60,7 +61,7 @@ class VLLMBackend:
             raise InstrAugError(f"the vllm backend quantizes with bitsandbytes 4-bit only, got {quantization_bits} bits")
         path = resolve_model_path(model)
         self.max_model_len = max_model_len
-        self.model_id = (MODEL_ID if model == DEFAULT_MODEL else model) + ("@bnb4" if quantization_bits else "")
+        self.model_id = model_id(model) + ("@bnb4" if quantization_bits else "")
         try:
             self.llm = LLM(
                 model=str(path), dtype="auto", quantization="bitsandbytes" if quantization_bits else None,

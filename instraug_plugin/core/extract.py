@@ -7,6 +7,7 @@ paraphrase, or None when nothing usable is left.
 
 from __future__ import annotations
 
+import json
 import re
 from itertools import pairwise
 
@@ -88,3 +89,41 @@ def extract_reply(reply: str, *, multiline: bool = False) -> str | None:
         return "\n".join(block).strip() or None
     best = max(content, key=lambda item: (len(_SENTINEL.findall(item[1])), -item[0]))
     return best[1]
+
+
+_ITEM_START = re.compile(r"^\s*(?:\d+\s*[.)、:：]|[-*•])\s*(?=\S)")
+
+
+def extract_items(reply: str, *, multiline: bool = False) -> list[str]:
+    """Every paraphrase of a reply that lists several (a numbered or bulleted list, or a JSON list
+    of strings), in order, cleaned as `extract_reply` cleans one; a reply without a list is one item.
+
+    With `multiline`, the lines under an item's number up to the next item belong to it.
+    """
+    text = reply.replace("\r\n", "\n").strip()
+    text = re.sub(r"^```[^\n]*\n|\n?```$", "", text).strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, list) and parsed and all(isinstance(item, str) for item in parsed):
+            return [cleaned for item in parsed if (cleaned := _strip_quotes(item.strip()))]
+    items: list[list[str]] = []
+    for raw in text.split("\n"):
+        stripped = raw.strip()
+        if _ITEM_START.match(stripped):
+            items.append([_ITEM_START.sub("", stripped)])
+        elif items and stripped and multiline and not _COMMENTARY_LINE.match(stripped):
+            items[-1].append(stripped)
+        elif items and stripped and _COMMENTARY_LINE.match(stripped):
+            break
+    if not items:
+        single = extract_reply(reply, multiline=multiline)
+        return [single] if single else []
+    found = []
+    for lines in items:
+        item = "\n".join([_clean_line(lines[0]), *lines[1:]]).strip()
+        if item:
+            found.append(item)
+    return found

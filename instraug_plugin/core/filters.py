@@ -16,6 +16,7 @@ from typing import Protocol
 
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, answer_changes
+from instraug_plugin.core.language import language_of
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.pool import normalize
 from instraug_plugin.core.requests import makes_request, task_shape_change
@@ -40,21 +41,44 @@ class Filter(Protocol):
     def accepts(self, candidate: Candidate) -> bool: ...
 
 
-def word_count(text: str) -> int:
-    return len(text.split())
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+CJK_CHARACTERS_PER_WORD = 1.5
+
+
+def text_units(text: str) -> float:
+    """Length in words: whitespace-separated words (punctuation alone is none), and CJK characters at
+    1.5 a word (Chinese and Japanese are written without spaces)."""
+    cjk = len(_CJK.findall(text))
+    return sum(any(ch.isalnum() for ch in word) for word in _CJK.sub(" ", text).split()) + cjk / CJK_CHARACTERS_PER_WORD
 
 
 @dataclass
 class LengthWindow:
-    """Word count within (low·L, high·L) of the parent's length L (paper: 0.5–1.5)."""
+    """Length (`text_units`) within (low·L, high·L) of the parent's length L (paper: 0.5–1.5), or
+    up to `slack` words longer than L: a short instruction may grow ("Who is he?" → "Can you tell me
+    who this man is?")."""
 
     low: float = 0.5
     high: float = 1.5
+    slack: float = 5
     name: str = "length"
 
     def accepts(self, candidate: Candidate) -> bool:
-        reference = word_count(candidate.parent)
-        return self.low * reference < word_count(candidate.text) < self.high * reference
+        reference = text_units(candidate.parent)
+        length = text_units(candidate.text)
+        return self.low * reference < length and (length < self.high * reference or length <= reference + self.slack)
+
+
+@dataclass
+class SameLanguage:
+    """Written in the seed's script (`core.language`): a Chinese instruction gets Chinese paraphrases."""
+
+    spec: PlaceholderSpec = DEFAULT_SPEC
+    name: str = "language"
+
+    def accepts(self, candidate: Candidate) -> bool:
+        spec = candidate.spec or self.spec
+        return language_of(candidate.text, spec) == language_of(candidate.seed, spec)
 
 
 @dataclass
@@ -283,6 +307,8 @@ class FilterConfig:
 
     length_low: float = 0.5
     length_high: float = 1.5
+    length_slack: float = 5
+    same_language: bool = True
     contractions: bool = False
     near_duplicate_threshold: float = 0.9
     min_fidelity: float = DEFAULT_MIN_FIDELITY
@@ -309,7 +335,9 @@ class FilterChain:
         rules: list[Filter] = [SamePlaceholders(spec)]
         if config.placeholder_order:
             rules.append(SamePlaceholderOrder(spec))
-        rules.append(LengthWindow(config.length_low, config.length_high))
+        if config.same_language:
+            rules.append(SameLanguage(spec))
+        rules.append(LengthWindow(config.length_low, config.length_high, config.length_slack))
         if config.contractions:
             rules.append(NoContractions())
         rules += [NotEcho(), NoMetaText()]

@@ -47,6 +47,9 @@ _AUXILIARIES = frozenset("is are am was were does do did can could would should 
 _WH_WORDS = frozenset("what which who whom whose where when why how".split())
 _POLAR_CLAUSE = re.compile(r"\b(?:whether|(?:decide|determine|check|verify|judge|tell(?: me)?) if)\b", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z]+")
+_INDIRECT_WH = re.compile(r"\b(?:can|could|would|will)\s+you\s+(?:please\s+)?(?:tell|say|show|explain|identify|"
+                          r"describe|name|find out)(?:\s+(?:me|us))?\s+(?:what|which|who|whom|whose|where|when|why|how)\b",
+                          re.IGNORECASE)
 _LEAD = frozenset("question so then now and please".split())
 _LOCATE = re.compile(r"\b(?:find|finds|finding|locate|locating|localizing|localising|locali[sz]e|ground|pinpoint|point out|detect|spot|where|location|"
                      r"position|coordinates?|bounding box|identify the (?:region|part|area))\b", re.IGNORECASE)
@@ -79,6 +82,8 @@ def question_kind(text: str) -> str | None:
             if word in _LEAD:
                 continue
             if word in _AUXILIARIES:  # "Is it red or green?" asks to choose, as a wh-question does
+                if _INDIRECT_WH.search(text[start:mark]):  # "Can you tell me who he is?"
+                    return "wh"
                 return None if re.search(r"\bor\b", text[start:mark]) else "polar"
             return "wh" if word in _WH_WORDS else None
         return None

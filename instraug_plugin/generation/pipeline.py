@@ -31,14 +31,14 @@ from pathlib import Path
 from instraug_plugin.backends.base import GenerationRequest, RewriterBackend, generate_batches
 from instraug_plugin.core.cache import GenerationCache
 from instraug_plugin.core.errors import InstrAugError, describe, redact
-from instraug_plugin.core.extract import extract_reply
-from instraug_plugin.core.filters import Candidate, FidelityJudge, FilterChain, FilterConfig
+from instraug_plugin.core.extract import extract_items, extract_reply
+from instraug_plugin.core.filters import Candidate, FidelityJudge, FilterChain, FilterConfig, text_units
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, content_spec
 from instraug_plugin.core.language import language_of
 from instraug_plugin.core.placeholders import MaskedText, PlaceholderSpec
 from instraug_plugin.core.pool import POOL_FORMAT, SEED_STRATEGY, PoolRecord, write_pool
 from instraug_plugin.core.replies import is_truncated
-from instraug_plugin.generation.prompts import MetaPrompt
+from instraug_plugin.generation.prompts import MetaPrompt, prompts_for
 from instraug_plugin.inputs.base import SeedInstruction
 from instraug_plugin.judges import load_judge
 
@@ -108,16 +108,18 @@ class PregenResult:
 ProgressCallback = Callable[[int, int], None]
 
 
-def _max_new_tokens(masked: MaskedText, config: PregenConfig) -> int:
-    """Enough tokens for the longest paraphrase the length filter can keep, bucketed by 16.
+def _max_new_tokens(masked: MaskedText, config: PregenConfig, count: int = 1) -> int:
+    """Enough tokens for `count` of the longest paraphrase the length filter can keep, bucketed by 16.
 
-    ~1.5 tokens a word and 3 per sentinel; a reply past this bound is rejected anyway, so a
-    model that starts repeating itself stops early instead of holding up its whole batch.
+    ~1.5 tokens a word (CJK: a character) and 3 per sentinel, 4 per list number; a reply past this
+    bound is rejected anyway, so a model that starts repeating itself stops early instead of holding
+    up its whole batch.
     """
     if config.max_new_tokens:
         return config.max_new_tokens
-    words = len(masked.text.split()) - len(masked.originals)
-    bound = 1.5 * words * config.filters.length_high + 3 * len(masked.originals) + 12
+    words = max(text_units(masked.text) - len(masked.originals), 1)
+    longest = max(words * config.filters.length_high, words + config.filters.length_slack)
+    bound = count * (1.5 * longest + 3 * len(masked.originals) + 4) + 8
     return int(16 * -(-bound // 16))
 
 
@@ -214,6 +216,9 @@ def run_pregen(
         raise InstrAugError(
             f"backend {backend.name} cannot decode with constraints; rerun with --placeholder-mode mask{hint}"
         )
+    if config.placeholder_mode == "constrained" and any(m.count > 1 for m in meta_prompts):
+        raise InstrAugError("--placeholder-mode constrained decodes one paraphrase per reply; the varied meta-prompts ask "
+                            "for a list (checked by the placeholder filter): use --placeholder-mode mask or --varied-prompts 0")
     specs = {TEMPLATE: PlaceholderSpec(extra_patterns=config.extra_placeholders),
              INSTANCE: content_spec(config.extra_placeholders)}
     spec = specs[TEMPLATE]
@@ -238,7 +243,7 @@ def run_pregen(
             parents.append((seed, seed.text))
         else:
             no_free_text += 1
-    generated = truncated = extraction_failed = hits = 0
+    generated = truncated = extraction_failed = hits = candidates = 0
     filter_seconds = 0.0
     generated_per_seed: Counter[str] = Counter()
     generated_per_kind: Counter[str] = Counter()
@@ -259,16 +264,22 @@ def run_pregen(
             if is_truncated(reply):
                 truncated += 1
                 continue
-            masked = extract_reply(reply, multiline="\n" in job.parent)
-            if masked is None:
+            multiline = "\n" in job.parent
+            if job.meta_prompt.count > 1:
+                items = extract_items(reply, multiline=multiline)
+            else:
+                items = [item] if (item := extract_reply(reply, multiline=multiline)) is not None else []
+            if not items:
                 extraction_failed += 1
                 continue
-            restored = job.masked.restore(masked)
-            if restored is None:
-                chain.rejected["placeholders"] += 1
-                continue
-            restored_jobs.append((job, Candidate(restored, job.parent, job.seed.text, job.seed.seed_id, job.seed.task,
-                                                 job.seed.kind, specs[job.seed.kind])))
+            candidates += len(items)
+            for masked in items:
+                restored = job.masked.restore(masked)
+                if restored is None:
+                    chain.rejected["placeholders"] += 1
+                    continue
+                restored_jobs.append((job, Candidate(restored, job.parent, job.seed.text, job.seed.seed_id, job.seed.task,
+                                                     job.seed.kind, specs[job.seed.kind])))
         judge_started = time.perf_counter()
         verdicts = chain.select([candidate for _, candidate in restored_jobs])
         filter_seconds += time.perf_counter() - judge_started
@@ -309,6 +320,7 @@ def run_pregen(
             "seeds_without_free_text": no_free_text,
             "seeds_with_too_many_placeholders": too_many_placeholders,
             "generated": generated,
+            "candidates": candidates,
             "cache_hits": hits,
             "kept": kept,
             "yield": round(kept / generated, 4) if generated else 0.0,
@@ -353,13 +365,13 @@ def build_jobs(
         constrained = config.placeholder_mode == "constrained"
         required = tuple(masked.sentinels) if constrained else ()
         single_line = constrained and "\n" not in parent
-        for meta_prompt in meta_prompts:
+        for meta_prompt in prompts_for(meta_prompts, language_of(parent, specs[seed.kind])):
             messages = meta_prompt.messages(masked.text)
             for temperature in config.sampling_temperatures:
                 for sample_index in range(samples):
                     request = GenerationRequest(
                         messages=messages, temperature=temperature, top_p=config.top_p,
-                        max_new_tokens=_max_new_tokens(masked, config), sample_index=sample_index,
+                        max_new_tokens=_max_new_tokens(masked, config, meta_prompt.count), sample_index=sample_index,
                         required_spans=required, single_line=single_line,
                     )
                     jobs.append(_Job(seed, parent, masked, meta_prompt, round_index, request))
