@@ -16,11 +16,23 @@ default on data nothing was tuned on: the `meaning filters` entry compares `task
 those pairs with the same filters on the labeled pairs that pass the same other rules.
 
     .venv/bin/python benchmarks/fidelity_judge.py --judges minilm --out benchmarks/results/fidelity_judge.json
+
+The rewriter as judge, its threshold chosen on the two non-held-out label sets (the original labels
+and the Qwen2.5-Coder-1.5B pools' labels) and checked on the held-out set at that threshold:
+
+    .venv/bin/python benchmarks/fidelity_judge.py --labels benchmarks/labels/fidelity_labels.jsonl \
+        benchmarks/labels/fidelity_labels_qwen.jsonl --judges qwen2.5-coder-1.5b,minilm,minilm+qwen2.5-coder-1.5b \
+        --threshold chosen --score-cache benchmarks/results/judge_scores --out benchmarks/results/fidelity_judge_qwen.json
+
+`--score-cache benchmarks/results/judge_scores` keeps each judge's scores by masked pair, so a rerun
+scores only pairs it has not seen. Each judge's area under the ROC curve (pairs
+the rules keep) is reported too: the chance that a faithful pair outscores an unfaithful one.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -30,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ROOT / "benchmarks" / "labels" / "fidelity_labels.jsonl"
 HELDOUT = ROOT / "benchmarks" / "labels" / "fidelity_labels_heldout.jsonl"
+SCORES = ROOT / "benchmarks" / "results" / "judge_scores"
 
 
 @dataclass(frozen=True)
@@ -84,27 +97,54 @@ def choose_threshold(scores: Sequence[float], labels: Sequence[bool], min_keep: 
     return max((o for o in ok if o.faithful_kept >= min_keep), key=lambda o: o.threshold)
 
 
-def score_pairs(judge_name: str, rows: Sequence[dict]) -> list[float]:
-    """The judge's scores of (seed, paraphrase), masked as pregen masks them."""
+_LOADED: dict[str, object] = {}
+
+
+def score_pairs(judge_name: str, rows: Sequence[dict], cache_dir: Path | None = None) -> list[float]:
+    """The judge's scores of (seed, paraphrase), masked as pregen masks them; with `cache_dir`, pairs
+    scored before (`<cache_dir>/<judge>.json`) are read back and new ones added."""
     from instraug_plugin.core.filters import mask_for_scoring
     from instraug_plugin.judges import load_judge
 
-    judge = load_judge(judge_name)
-    return judge.score([(mask_for_scoring(r["seed"]), mask_for_scoring(r["paraphrase"])) for r in rows])
+    cache_file = None if cache_dir is None else cache_dir / f"{judge_name.replace('/', '_')}.json"
+    cache = json.loads(cache_file.read_text(encoding="utf-8")) if cache_file and cache_file.is_file() else {}
+    pairs = [(mask_for_scoring(r["seed"]), mask_for_scoring(r["paraphrase"])) for r in rows]
+    keys = [hashlib.sha256(json.dumps(pair).encode()).hexdigest()[:24] for pair in pairs]
+    todo = list(dict.fromkeys(k for k in keys if k not in cache))
+    if todo:
+        if judge_name not in _LOADED:
+            _LOADED[judge_name] = load_judge(judge_name)
+        first = {k: pair for k, pair in zip(keys, pairs)}
+        cache.update(zip(todo, _LOADED[judge_name].score([first[k] for k in todo])))
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            cache_file.write_text(json.dumps(cache, indent=0, sort_keys=True), encoding="utf-8")
+    return [cache[k] for k in keys]
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """P(a faithful pair scores above an unfaithful one), ties counted half; None without both kinds."""
+    positive = [s for s, y in zip(scores, labels) if y]
+    negative = [s for s, y in zip(scores, labels) if not y]
+    if not positive or not negative:
+        return None
+    wins = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative)
+    return round(wins / (len(positive) * len(negative)), 3)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--labels", type=Path, default=LABELS)
+    parser.add_argument("--labels", type=Path, nargs="+", default=[LABELS], help="label files to choose thresholds on")
     parser.add_argument("--judges", default="minilm", help="comma-separated judge names")
     parser.add_argument("--min-keep", type=float, default=0.9)
-    parser.add_argument("--threshold", type=float, help="also report this threshold (e.g. the current default)")
+    parser.add_argument("--threshold", help="also report this threshold (e.g. the current default); 'chosen': each judge's chosen one")
+    parser.add_argument("--score-cache", type=Path, help=f"keep scores here by pair, so a rerun scores only new pairs (e.g. {SCORES.relative_to(ROOT)})")
     parser.add_argument("--heldout", type=Path, default=HELDOUT, help="labels to check the default on (first judge)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from instraug_plugin.core.filters import DEFAULT_MIN_FIDELITY
 
-    rows = load_labels(args.labels)
+    rows = [row for path in args.labels for row in load_labels(path)]
     labels = [bool(r["same_task"]) for r in rows]
     rules = rules_keep(rows)
     modes = sorted({r["mode"] for r in rows})
@@ -113,10 +153,10 @@ def main() -> None:
     results = {}
     for name in args.judges.split(","):
         started = time.perf_counter()
-        scores = score_pairs(name, rows)
+        scores = score_pairs(name, rows, args.score_cache)
         seconds = time.perf_counter() - started
         chosen = choose_threshold(scores, labels, args.min_keep, rules)
-        threshold = args.threshold if args.threshold is not None else DEFAULT_MIN_FIDELITY
+        threshold = _threshold(args.threshold, chosen.threshold, DEFAULT_MIN_FIDELITY)
         at = operating_point(scores, labels, threshold, rules)
         per_mode = {}
         for mode in modes:
@@ -127,33 +167,45 @@ def main() -> None:
                   f"filters; at {threshold}: keeps {point.faithful_kept:.1%}, rejects {point.unfaithful_rejected:.1%}, "
                   f"precision {point.precision:.1%}")
         rules_only = operating_point(scores, labels, -1.0, rules)
+        ruled = [i for i, ok in enumerate(rules) if ok]
+        auc = roc_auc([scores[i] for i in ruled], [labels[i] for i in ruled])
         results[name] = {"chosen": asdict(chosen), "at_threshold": asdict(at), "rules_only": asdict(rules_only),
-                         "per_mode": per_mode, "seconds": round(seconds, 2)}
+                         "per_mode": per_mode, "auc": auc, "seconds": round(seconds, 2)}
+        print(f"{name}: area under the ROC curve {auc} on the {len(ruled)} pairs the rules keep")
         print(f"{name}: chosen threshold {chosen.threshold}: keeps {chosen.faithful_kept:.1%} of faithful, rejects "
               f"{chosen.unfaithful_rejected:.1%} of unfaithful, precision {chosen.precision:.1%} | at {at.threshold}: "
               f"keeps {at.faithful_kept:.1%}, rejects {at.unfaithful_rejected:.1%}, precision {at.precision:.1%} "
               f"({seconds:.1f} s incl. load)")
-    meaning = {}
+    meaning: dict[str, dict] = {}
     if args.heldout.is_file():
-        name = args.judges.split(",")[0]
-        threshold = args.threshold if args.threshold is not None else DEFAULT_MIN_FIDELITY
         held = load_labels(args.heldout)
-        for label_set, pairs in (("labeled", rows), ("heldout", held)):
-            before = rules_keep(pairs, task_shape=False)
-            sub = [r for r, ok in zip(pairs, before) if ok]
-            point = operating_point(score_pairs(name, sub), [bool(r["same_task"]) for r in sub], threshold,
-                                    rules_keep(sub))
-            meaning[label_set] = asdict(point) | {"pairs": len(sub), "faithful": sum(bool(r["same_task"]) for r in sub),
-                                                  "tasks": len({r["task"] for r in sub})}
-            print(f"meaning filters (task_shape + {name} >= {threshold}) on {label_set}: {len(sub)} pairs over "
-                  f"{meaning[label_set]['tasks']} tasks, {meaning[label_set]['faithful'] / len(sub):.1%} faithful; keeps "
-                  f"{point.faithful_kept:.1%} of faithful, rejects {point.unfaithful_rejected:.1%} of unfaithful, "
-                  f"precision {point.precision:.1%}")
+        for name in args.judges.split(","):
+            threshold = _threshold(args.threshold, results[name]["chosen"]["threshold"], DEFAULT_MIN_FIDELITY)
+            for label_set, pairs in (("labeled", rows), ("heldout", held)):
+                before = rules_keep(pairs, task_shape=False)
+                sub = [r for r, ok in zip(pairs, before) if ok]
+                sub_labels = [bool(r["same_task"]) for r in sub]
+                sub_scores = score_pairs(name, sub, args.score_cache)
+                point = operating_point(sub_scores, sub_labels, threshold, rules_keep(sub))
+                entry = asdict(point) | {"pairs": len(sub), "faithful": sum(sub_labels), "auc": roc_auc(sub_scores, sub_labels),
+                                         "tasks": len({r["task"] for r in sub})}
+                meaning.setdefault(name, {})[label_set] = entry
+                print(f"meaning filters (task_shape + {name} >= {threshold}) on {label_set}: {len(sub)} pairs over "
+                      f"{entry['tasks']} tasks, {entry['faithful'] / len(sub):.1%} faithful, AUC {entry['auc']}; keeps "
+                      f"{point.faithful_kept:.1%} of faithful, rejects {point.unfaithful_rejected:.1%} of unfaithful, "
+                      f"precision {point.precision:.1%}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"labels": str(args.labels.relative_to(ROOT)), "pairs": len(rows),
+        args.out.write_text(json.dumps({"labels": [str(p.resolve().relative_to(ROOT)) for p in args.labels], "pairs": len(rows),
                                         "faithful": sum(labels), "min_keep": args.min_keep, "judges": results,
                                         "meaning_filters": meaning}, indent=2), encoding="utf-8")
+
+
+def _threshold(option: str | None, chosen: float, default: float) -> float:
+    """`--threshold`: a number, 'chosen' (the judge's chosen threshold), or absent (the package default)."""
+    if option is None:
+        return default
+    return chosen if option == "chosen" else float(option)
 
 
 if __name__ == "__main__":

@@ -235,13 +235,15 @@ def pregen_command(
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid/--no-skip-invalid", help="Skip dataset rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
     media_dir: Annotated[Path | None, typer.Option(help="Where the dataset's media files are (LLaMA-Factory's media_dir; default: the dataset_info.json folder; a LLaVA json's are checked only with this).")] = None,
     strategy: Annotated[str, typer.Option(help="single | multi_temperature | iterative")] = "single",
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (single, iterative).")] = 0.6,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (single, iterative; default: the embedded model's, 0.6 for smollm2 and other models, 0.9 for qwen2.5-coder-1.5b).")] = None,
     temperatures: Annotated[str, typer.Option(help="Temperatures for multi_temperature.")] = ",".join(
         f"{t:.2f}" for t in (0.5 + 0.05 * i for i in range(11))
     ),
     rounds: Annotated[int, typer.Option(help="Rephrasing rounds (iterative).")] = 2,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling p.")] = 0.9,
     samples_per_prompt: Annotated[int, typer.Option(help="Samples per meta-prompt and temperature.")] = 1,
+    min_per_seed: Annotated[int | None, typer.Option(help="Top-up: seeds with fewer kept paraphrases than this get one more sample per meta-prompt, pass after pass (0: off; default: the embedded model's, 8 for qwen2.5-coder-1.5b, else 0).")] = None,
+    top_up_rounds: Annotated[int, typer.Option(help="Top-up passes at most (with --min-per-seed).")] = 2,
     plan: Annotated[Path | None, typer.Option(help="Plan file from instraug-plugin plan: each task's budget multiplies its seeds' samples per meta-prompt and temperature (tasks not in it: 1).")] = None,
     direct_prompts: Annotated[int | None, typer.Option(help="Direct meta-prompts to use (0-5; default: all 5, or 0 where the model's default is varied).")] = None,
     guided_prompts: Annotated[int | None, typer.Option(help="Guided meta-prompts to use (0 to the number of guides; default: all, or 0 where the model's default is varied).")] = None,
@@ -254,11 +256,11 @@ def pregen_command(
     same_language: Annotated[bool, typer.Option("--same-language/--any-language", help="Reject paraphrases not written in the seed's script (a Chinese seed gets Chinese paraphrases).")] = True,
     near_duplicate: Annotated[float, typer.Option(help="Reject paraphrases this similar to a kept one (1 disables).")] = 0.9,
     contractions: Annotated[bool, typer.Option(help="Reject 'd / 'll contractions.")] = False,
-    min_fidelity: Annotated[float, typer.Option(help="Reject paraphrases whose meaning score against the seed is below this (0 disables the fidelity filter).")] = DEFAULT_MIN_FIDELITY,
+    min_fidelity: Annotated[float | None, typer.Option(help=f"Reject paraphrases whose meaning score against the seed is below this (0 disables the fidelity filter; default: the embedded model's, else {DEFAULT_MIN_FIDELITY}).")] = None,
     instance_min_fidelity: Annotated[float, typer.Option(help="Instance-level seeds: the stricter meaning score a paraphrase must reach (0 disables).")] = DEFAULT_INSTANCE_MIN_FIDELITY,
     task_shape: Annotated[bool, typer.Option(help="Reject paraphrases that change the shape of the task: negation, yes/no vs wh-question, a placeholder recast as the subject ('{text} is the part'), a locating request without a locating word.")] = True,
     answer_check: Annotated[bool, typer.Option(help="Instance-level seeds: reject paraphrases that flip a negation, the compared thing or a contrast, and apply --instance-min-fidelity.")] = True,
-    fidelity_judge: Annotated[str, typer.Option(help="Meaning judge: minilm (default, English) or a local sentence-embedding model directory.")] = DEFAULT_FIDELITY_JUDGE,
+    fidelity_judge: Annotated[str | None, typer.Option(help=f"Meaning judge: minilm (English), use-multilingual, minilm+use, qwen2.5-coder-1.5b (the rewriter asked yes/no), minilm+qwen2.5-coder-1.5b, or a local sentence-embedding model directory (default: the embedded model's, else {DEFAULT_FIDELITY_JUDGE}).")] = None,
     backend: Annotated[str | None, typer.Option(help="Rewriter backend: transformers | llamacpp (CPU, GGUF files) | vllm | openai (default: the embedded model's, llamacpp for qwen2.5-coder-1.5b; else transformers).")] = None,
     model: ModelOption = None,
     api_base: ApiBaseOption = None,
@@ -285,10 +287,10 @@ def pregen_command(
     """Generate an instruction pool from seed instructions (resumable: rerun the same command)."""
     from rich.progress import Progress
 
+    from instraug_plugin.backends.embedded import DEFAULT_MODEL, embedded_model
     from instraug_plugin.backends.registry import create_backend
     from instraug_plugin.core.filters import FilterConfig
     from instraug_plugin.generation.pipeline import PregenConfig, pregen_to_directory
-    from instraug_plugin.backends.embedded import DEFAULT_MODEL, embedded_model
     from instraug_plugin.generation.prompts import default_counts, load_meta_prompts
     from instraug_plugin.inputs import load_seed_set
 
@@ -306,9 +308,18 @@ def pregen_command(
         raise InstrAugError(f"--length-slack: expected a number >= 0, got {length_slack}")
     embedded = embedded_model(model or DEFAULT_MODEL)
     backend = backend or (embedded.backend if embedded is not None else "transformers")
+    if temperature is None:
+        temperature = embedded.temperature if embedded is not None else PregenConfig.temperature
+    if fidelity_judge is None:
+        fidelity_judge = embedded.judge if embedded is not None else DEFAULT_FIDELITY_JUDGE
+    if min_per_seed is None:
+        min_per_seed = embedded.min_per_seed if embedded is not None else 0
+    if min_fidelity is None:
+        min_fidelity = embedded.min_fidelity if embedded is not None else DEFAULT_MIN_FIDELITY
     config = PregenConfig(
         strategy=strategy, temperature=temperature, temperatures=_floats(temperatures, "--temperatures"),
         rounds=rounds, top_p=top_p, samples_per_prompt=samples_per_prompt, placeholder_mode=placeholder_mode,
+        min_per_seed=min_per_seed, top_up_rounds=top_up_rounds,
         batch_size=batch_size, extra_placeholders=tuple(extra_placeholder or ()),
         filters=FilterConfig(low_high[0], low_high[1], length_slack, same_language, contractions, near_duplicate,
                              min_fidelity, fidelity_judge, task_shape=task_shape, answer=answer_check,

@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from instraug_plugin.core.diversity import mean_new_word_share
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.filters import FidelityJudge, mask_for_scoring
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
@@ -62,10 +63,13 @@ class FilterCounts:
     generated: int | None
     kept: int | None
     rejected: dict[str, int]
+    candidates: int | None = None  # paraphrases extracted from the replies (a varied reply lists several)
 
     @property
     def pass_rate(self) -> float | None:
-        return self.kept / self.generated if self.generated and self.kept is not None else None
+        """kept / paraphrases extracted (older pools, one per reply: kept / generated)."""
+        offered = self.candidates or self.generated
+        return self.kept / offered if offered and self.kept is not None else None
 
 
 @dataclass(frozen=True)
@@ -116,11 +120,13 @@ class LanguageYield:
     seeds: int
     generated: int
     kept: int
+    candidates: int = 0  # paraphrases extracted (0: not recorded, one per reply)
 
     @property
     def yield_(self) -> float | None:
-        """kept / generated; None when nothing was generated."""
-        return self.kept / self.generated if self.generated else None
+        """kept / paraphrases extracted (older pools: kept / generated); None when nothing was generated."""
+        offered = self.candidates or self.generated
+        return self.kept / offered if offered else None
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,8 @@ class PoolStats:
     kinds: tuple[LanguageYield, ...] = ()  # template / instance (core.instances)
     embeddings: EmbeddingDiversity | None = None
     mismatches: tuple[str, ...] = ()  # where pool.jsonl and the manifest disagree
+    new_word_share: float | None = None  # core.diversity: content words of a paraphrase not in its seed
+    per_seed: tuple[int, int, int] | None = None  # paraphrases per seed: min, median, max
 
     @property
     def pass_rate(self) -> float | None:
@@ -216,7 +224,8 @@ def _filter_counts(manifest: dict[str, Any], source: str) -> FilterCounts:
             raise InstrAugError(f"{source}: filters.{name} must be an object with a 'rejected' count")
         count = _count(entry, "rejected", f"{source}: filters.{name}")
         rejected[name] = 0 if count is None else count
-    return FilterCounts(_count(manifest, "generated", source), _count(manifest, "kept", source), rejected)
+    return FilterCounts(_count(manifest, "generated", source), _count(manifest, "kept", source), rejected,
+                        _count(manifest, "candidates", source))
 
 
 def _number(value: Any, key: str, source: str) -> float:
@@ -261,7 +270,8 @@ def _group_yields(manifest: dict[str, Any], key: str, source: str) -> tuple[Lang
     return tuple(
         LanguageYield(
             name,
-            *(_count(counts, column, f"{source}: {key}.{name}") or 0 for column in ("seeds", "generated", "kept")),
+            *(_count(counts, column, f"{source}: {key}.{name}") or 0
+              for column in ("seeds", "generated", "kept", "candidates")),
         )
         for name, counts in sorted(groups.items())
     )
@@ -370,6 +380,9 @@ def compute_stats(
     """Statistics of pool `records`; `manifest` supplies the filter, fidelity and language counts
     (`source` names it in errors). With a `judge`, embedding diversity is computed too."""
     records = list(records)
+    per_seed_counts: Counter[str] = Counter({r.seed_id: 0 for r in records if r.is_seed})
+    per_seed_counts.update(r.seed_id for r in records if not r.is_seed)
+    ordered = sorted(per_seed_counts.values())
     seeds: Counter[str] = Counter()
     paraphrases: Counter[str] = Counter()
     strategies: Counter[str] = Counter()
@@ -401,6 +414,8 @@ def compute_stats(
         if judge is None
         else embedding_diversity(records, judge, spec=_manifest_spec(manifest), max_per_seed=max_per_seed),
         mismatches=manifest_mismatches(tasks, manifest, source),
+        new_word_share=mean_new_word_share(((r.seed, r.text) for r in records if not r.is_seed), _manifest_spec(manifest)),
+        per_seed=(ordered[0], ordered[len(ordered) // 2], ordered[-1]) if ordered else None,
     )
 
 
@@ -452,7 +467,7 @@ def render_markdown(stats: PoolStats, *, title: str, plots: Sequence[str] = ()) 
             ["expansion factor (rows / seeds)", _num(stats.expansion)],
             ["generated (manifest)", _num(f.generated, "{}")],
             ["kept (manifest)", _num(f.kept, "{}")],
-            ["pass rate (kept / generated)", _pass_rate(stats)],
+            ["pass rate (kept / paraphrases offered)", _pass_rate(stats)],
         ],
     )
     if stats.mismatches:
@@ -479,6 +494,11 @@ def render_markdown(stats: PoolStats, *, title: str, plots: Sequence[str] = ()) 
             + [_num(stats.distinct[name][n], "{:.3f}") for n in DISTINCT_ORDERS]
             for name, lengths in (("seeds", stats.seed_lengths), ("paraphrases", stats.paraphrase_lengths))
         ],
+    )
+    lines += _md_table(
+        ["metric", "value"],
+        [["new-word share: content words of a paraphrase not in its seed (mean)", _num(stats.new_word_share, "{:.3f}")],
+         ["paraphrases per seed: min / median / max", " / ".join(map(str, stats.per_seed)) if stats.per_seed else "n/a"]],
     )
     lines += ["## Embedding diversity", ""]
     e = stats.embeddings
@@ -673,7 +693,7 @@ def summary_table(stats: PoolStats) -> Table:
         ("seeds", str(stats.seeds)),
         ("paraphrases", str(stats.paraphrases)),
         ("expansion (rows / seeds)", _num(stats.expansion)),
-        ("pass rate (kept / generated)", _pass_rate(stats)),
+        ("pass rate (kept / paraphrases offered)", _pass_rate(stats)),
         *(
             (
                 f"distinct-{n} seeds / paraphrases",
@@ -681,6 +701,8 @@ def summary_table(stats: PoolStats) -> Table:
             )
             for n in DISTINCT_ORDERS
         ),
+        ("new-word share (vs seed)", _num(stats.new_word_share, "{:.3f}")),
+        ("paraphrases per seed min/median/max", " / ".join(map(str, stats.per_seed)) if stats.per_seed else "n/a"),
         ("strategies", ", ".join(f"{k}={v}" for k, v in stats.strategies.items())),
         (
             "fidelity rejected (judged)",

@@ -151,7 +151,7 @@ def test_meaning_filters_on_the_heldout_tasks_reproduce_the_published_figures() 
     script = _fidelity_script()
     held = script.load_labels(script.HELDOUT)
     assert len(held) >= 80 and not {r["task"] for r in held} & {r["task"] for r in script.load_labels()}
-    published = json.loads((ROOT / "benchmarks" / "results" / "fidelity_judge.json").read_text())["meaning_filters"]
+    published = json.loads((ROOT / "benchmarks" / "results" / "fidelity_judge.json").read_text())["meaning_filters"][DEFAULT_FIDELITY_JUDGE]
     before = script.rules_keep(held, task_shape=False)
     sub = [r for r, ok in zip(held, before) if ok]
     point = script.operating_point(script.score_pairs(DEFAULT_FIDELITY_JUDGE, sub), [r["same_task"] for r in sub],

@@ -227,3 +227,65 @@ def test_pregen_reruns_from_its_manifest_and_from_a_yaml_config(tmp_path: Path, 
     assert (tmp_path / "c" / "pool.jsonl").read_text() == pool and not (tmp_path / "not-this-folder").exists()
     assert read_manifest(tmp_path / "c")["options"] == recorded | {"source": str(tmp_path / "src.json"),
                                                                    "out": str(tmp_path / "c")}
+
+
+class ListingBackend:
+    """Numbered lists of rewordings (the varied meta-prompts' format), as many as the request's sample
+    index + 1, each new words around the request's sentinels; it records the requests it saw. A scripted
+    stand-in to drive the top-up passes (the real model runs in tests/test_qwen.py)."""
+
+    name = "listing"
+    model_id = "listing"
+    supports_constraints = False
+
+    def __init__(self) -> None:
+        self.seen: list[GenerationRequest] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[str]:
+        self.seen += requests
+        replies = []
+        for r in requests:
+            request = r.messages[-1][1]
+            sentinels = " ".join(dict.fromkeys(re.findall(r"\{[A-Z]\}", request)))
+            replies.append("\n".join(f"{i + 1}. Kindly word{len(request)}s{r.sample_index}x{i} tell {sentinels} please now."
+                                     for i in range(r.sample_index + 1)))
+        return replies
+
+    def close(self) -> None:
+        pass
+
+
+def test_top_up_asks_again_only_for_seeds_short_of_the_target(tmp_path: Path) -> None:
+    from instraug_plugin.inputs.base import SeedInstruction
+
+    seeds = [SeedInstruction("t", "t/0", "Describe {region} in the picture now."),
+             SeedInstruction("z", "z/0", "请描述{region}里的内容。")]
+    prompts = load_meta_prompts(0, 0, None)  # varied: one reply lists several rewordings
+    config = PregenConfig(min_per_seed=5, top_up_rounds=2, batch_size=8,
+                          filters=FilterConfig(0.0, 10.0, min_fidelity=0, near_duplicate_threshold=1.0,
+                                               same_language=False, request=False, task_shape=False))
+    backend = ListingBackend()
+    result = run_pregen(seeds, backend, prompts, config, GenerationCache(tmp_path / "c.jsonl"))
+    english = [r for r in backend.seen if "Describe" in r.messages[-1][1]]
+    chinese = [r for r in backend.seen if "请描述" in r.messages[-1][1]]
+    # Each seed gets its language's two varied prompts; samples 0 (1+1 kept), 1 (2+2), 2 (3+3): 12 >= 5 after
+    # the first top-up, so the second top-up pass asks nothing more.
+    assert sorted(r.sample_index for r in english) == [0, 0, 1, 1]
+    assert sorted(r.sample_index for r in chinese) == [0, 0, 1, 1]
+    assert all(m.startswith("varied/zh/") for m in {r.meta_prompt for r in result.records if r.seed_id == "z/0" and not r.is_seed})
+    assert result.counts["generated"] == 8 and result.counts["candidates"] == 12 and result.counts["kept"] == 12
+    # A rerun with the same cache asks nothing new.
+    again = ListingBackend()
+    run_pregen(seeds, again, prompts, config, GenerationCache(tmp_path / "c.jsonl"))
+    assert again.seen == []
+
+
+def test_constrained_mode_refuses_varied_prompts(tmp_path: Path) -> None:
+    from instraug_plugin.core.errors import InstrAugError
+    from instraug_plugin.inputs.base import SeedInstruction
+
+    backend = ListingBackend()
+    backend.supports_constraints = True  # as llama.cpp and transformers do
+    with pytest.raises(InstrAugError, match="--placeholder-mode constrained decodes one paraphrase per reply"):
+        run_pregen([SeedInstruction("t", "t/0", "Describe {region}.")], backend, load_meta_prompts(0, 0, None),
+                   PregenConfig(placeholder_mode="constrained"), GenerationCache(tmp_path / "c.jsonl"))

@@ -162,7 +162,7 @@ def test_cli_writes_report_and_plots(pool: Path) -> None:
     for row in (
         "| tasks | 2 |",
         "| expansion factor (rows / seeds) | 2.67 |",
-        "| pass rate (kept / generated) | 25.0% |",
+        "| pass rate (kept / paraphrases offered) | 25.0% |",
         "| length | 6 | 30.0% |",
         "| placeholders | 7 | 35.0% |",
         "| duplicate | 2 | 10.0% |",
@@ -184,7 +184,7 @@ def test_out_option_and_manifest_without_counts(pool: Path, tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     report = (tmp_path / "report" / REPORT_FILE).read_text(encoding="utf-8")
     assert "The manifest records no filter counts." in report
-    assert "| pass rate (kept / generated) | n/a |" in report
+    assert "| pass rate (kept / paraphrases offered) | n/a |" in report
     assert_png(tmp_path / "report" / TASK_PLOT)
 
 

@@ -36,7 +36,10 @@ class EmbeddedModel:
 
     `parts`: (import name, path inside it) of each piece, concatenated in order; one part is used in
     place. `backend`: the backend `pregen` uses for it when `--backend` is not given (measured:
-    README). `meta_prompts`: the meta-prompt set that suits it (`generation.prompts`).
+    README). `meta_prompts`: the meta-prompt set that suits it (`generation.prompts`); `temperature`:
+    its sampling temperature when `--temperature` is not given; `judge` and `min_fidelity`: its fidelity
+    judge and threshold when `--fidelity-judge` / `--min-fidelity` are not given (chosen on labels: README);
+    `min_per_seed`: the top-up target (`--min-per-seed`).
     """
 
     name: str
@@ -51,6 +54,10 @@ class EmbeddedModel:
     languages: tuple[str, ...]
     backend: str
     meta_prompts: str
+    temperature: float
+    judge: str
+    min_fidelity: float
+    min_per_seed: int
 
     def gguf_path(self) -> Path:
         """The verified GGUF file (assembled into the cache first if it comes in parts)."""
@@ -149,6 +156,10 @@ SMOLLM2 = EmbeddedModel(
     languages=("en",),
     backend="transformers",
     meta_prompts="direct+guided",
+    temperature=0.6,
+    judge="minilm",
+    min_fidelity=0.71,
+    min_per_seed=0,
 )
 
 QWEN_CODER_PARTS = 22
@@ -165,6 +176,10 @@ QWEN_CODER = EmbeddedModel(
     languages=("en", "zh"),
     backend="llamacpp",
     meta_prompts="varied",
+    temperature=0.9,
+    judge="minilm",
+    min_fidelity=0.71,
+    min_per_seed=8,
 )
 
 EMBEDDED: dict[str, EmbeddedModel] = {model.name: model for model in (SMOLLM2, QWEN_CODER)}

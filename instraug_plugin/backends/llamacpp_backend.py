@@ -21,6 +21,7 @@ import ctypes
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,19 @@ except ImportError:
     raise InstrAugError("the llamacpp backend needs llama-cpp-python: pip install 'instraug-plugin[llamacpp]'") from None
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's load and timing chatter
+GGML_LOG_LEVEL_ERROR = 3
+# Logged at error level while loading, harmless: Qwen2.5's GGUF marks `</s>` as a normal token.
+_HARMLESS = (b"was not control-type; this is probably a bug in the model",)
+
+
+@llama_cpp.llama_log_callback
+def _log_errors(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    """llama.cpp's log: errors to stderr, except the known harmless ones; everything else dropped."""
+    if level == GGML_LOG_LEVEL_ERROR and not any(marker in text for marker in _HARMLESS):
+        sys.stderr.write(text.decode("utf-8", errors="replace"))
+
+
+llama_cpp.llama_log_set(_log_errors, ctypes.c_void_p(0))
 
 ENGINE = "llama.cpp"
 SEED_BITS = 32  # llama.cpp's dist sampler takes a 32-bit seed
@@ -262,28 +276,60 @@ class LlamaCppBackend:
         """One `Reply` per request, in order: `length` when it spent its budget before ending."""
         prompts = [self.tokenize(self.render(r.messages)) for r in requests]
         replies: list[Reply] = []
-        for part in self._parts(prompts, requests):
+        for part in self._parts(prompts, [r.max_new_tokens for r in requests]):
             replies += self._generate_together([prompts[i] for i in part], [requests[i] for i in part])
         return replies
 
-    def _parts(self, prompts: list[list[int]], requests: Sequence[GenerationRequest]) -> list[range]:
-        """Consecutive runs of requests that decode together: at most `parallel` of them, and their
-        prompts (shared prefix counted once) and replies fit the context."""
+    def _parts(self, prompts: list[list[int]], budgets: Sequence[int]) -> list[range]:
+        """Consecutive runs of prompts that decode together: at most `parallel` of them, and their
+        prompts (shared prefix counted once) and reply budgets fit the context."""
         parts, start = [], 0
         while start < len(prompts):
             end = start + 1
-            while end < len(prompts) and end - start < self.parallel and self._cells(prompts[start : end + 1], requests[start : end + 1]) <= self.context_size:
+            while end < len(prompts) and end - start < self.parallel and self._cells(prompts[start : end + 1], budgets[start : end + 1]) <= self.context_size:
                 end += 1
-            if self._cells(prompts[start:end], requests[start:end]) > self.context_size:
+            if self._cells(prompts[start:end], budgets[start:end]) > self.context_size:
                 raise InstrAugError(f"a {len(prompts[start])}-token prompt and its reply exceed llama.cpp's {self.context_size}-token context")
             parts.append(range(start, end))
             start = end
         return parts
 
     @staticmethod
-    def _cells(prompts: Sequence[list[int]], requests: Sequence[GenerationRequest]) -> int:
+    def _cells(prompts: Sequence[list[int]], budgets: Sequence[int]) -> int:
         shared = _common_prefix(prompts) if len(prompts) > 1 else 0
-        return shared + sum(len(p) - shared + r.max_new_tokens for p, r in zip(prompts, requests))
+        return shared + sum(len(p) - shared + budget for p, budget in zip(prompts, budgets))
+
+    def first_token_logprobs(self, conversations: Sequence[Sequence[tuple[str, str]]],
+                             words: Sequence[str]) -> list[list[float]]:
+        """For each chat (rendered with the assistant's turn opened), the log-probability that the
+        reply starts with each of `words` (its first token). One forward pass per chat, the chats
+        decoded side by side and the prompt prefix they share prefilled once."""
+        import numpy as np
+
+        prompts = [self.tokenize(self.render(c)) for c in conversations]
+        targets = [self.tokenize(word)[0] for word in words]
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
+        scores: list[list[float]] = []
+        for part in self._parts(prompts, [0] * len(prompts)):
+            rows = [prompts[i] for i in part]
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self._ctx), True)
+            shared = min(_common_prefix(rows), min(map(len, rows)) - 1)
+            everyone = list(range(len(rows)))
+            for start in range(0, shared, self.max_tokens_per_decode):
+                self._decode([(rows[0][p], p, everyone, False) for p in range(start, min(shared, start + self.max_tokens_per_decode))])
+            pending = [(rows[s][p], p, [s], p == len(rows[s]) - 1) for s in everyone for p in range(shared, len(rows[s]))]
+            found: dict[int, list[float]] = {}
+            while pending:
+                step, pending = pending[: self.max_tokens_per_decode], pending[self.max_tokens_per_decode :]
+                self._decode(step)
+                for index, (_, _, (sequence,), wants_logits) in enumerate(step):
+                    if wants_logits:
+                        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self._ctx, index), shape=(n_vocab,))
+                        top = float(logits.max())
+                        log_total = top + float(np.log(np.exp(logits - top).sum()))
+                        found[sequence] = [float(logits[t]) - log_total for t in targets]
+            scores += [found[s] for s in everyone]
+        return scores
 
     def _generate_together(self, prompts: list[list[int]], requests: list[GenerationRequest]) -> list[Reply]:
         """Decode these sequences side by side (sequence id = position in the list)."""

@@ -12,10 +12,10 @@ from transformers.utils import logging as hf_logging
 
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.constraints import SentinelLogitsProcessor, SentinelVocabulary
-from instraug_plugin.backends.decoding import decode
-from instraug_plugin.backends.nucleus import NucleusSampler
 from instraug_plugin.backends.conversion import model_id, resolve_model_path
+from instraug_plugin.backends.decoding import decode
 from instraug_plugin.backends.embedded import DEFAULT_MODEL
+from instraug_plugin.backends.nucleus import NucleusSampler
 from instraug_plugin.core.errors import InstrAugError, first_line
 from instraug_plugin.core.replies import LENGTH, STOP, Reply
 

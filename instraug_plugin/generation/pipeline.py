@@ -63,6 +63,8 @@ class PregenConfig:
     placeholder_mode: str = "mask"  # more faithful kept paraphrases than constrained (README, labeled set)
     batch_size: int = 32
     max_new_tokens: int | None = None
+    min_per_seed: int = 0  # top-up: seeds with fewer kept paraphrases are asked again (0: off)
+    top_up_rounds: int = 2  # at most this many top-up passes
     filters: FilterConfig = field(default_factory=FilterConfig)
     extra_placeholders: tuple[str, ...] = ()
 
@@ -73,6 +75,8 @@ class PregenConfig:
             raise InstrAugError(f"placeholder mode must be one of {', '.join(PLACEHOLDER_MODES)}; got {self.placeholder_mode!r}")
         if self.rounds < 1 or self.samples_per_prompt < 1 or self.batch_size < 1:
             raise InstrAugError("rounds, samples per prompt and batch size must be at least 1")
+        if self.min_per_seed < 0 or self.top_up_rounds < 0:
+            raise InstrAugError(f"--min-per-seed and --top-up-rounds must be >= 0; got {self.min_per_seed}, {self.top_up_rounds}")
         if not self.filters.length_low < self.filters.length_high:
             raise InstrAugError("length window: low must be below high")
         if not 0 <= self.filters.min_fidelity <= 1:
@@ -246,11 +250,21 @@ def run_pregen(
     generated = truncated = extraction_failed = hits = candidates = 0
     filter_seconds = 0.0
     generated_per_seed: Counter[str] = Counter()
+    candidates_per_seed: Counter[str] = Counter()
     generated_per_kind: Counter[str] = Counter()
     generated_per_task: Counter[str] = Counter()
     started = time.perf_counter()
-    for round_index in range(1, config.n_rounds + 1):
-        jobs = build_jobs(parents, meta_prompts, config, specs, round_index, budgets if round_index == 1 else None)
+    rephrasable = list(parents)
+    kept_per_seed: Counter[str] = Counter()
+    top_ups = config.top_up_rounds if config.min_per_seed else 0
+    for round_index in range(1, config.n_rounds + top_ups + 1):
+        if round_index <= config.n_rounds:
+            jobs = build_jobs(parents, meta_prompts, config, specs, round_index, budgets if round_index == 1 else None)
+        else:  # top-up: one more sample per meta-prompt for the seeds still short of min_per_seed
+            short = [(seed, text) for seed, text in rephrasable if kept_per_seed[seed.seed_id] < config.min_per_seed]
+            if not short:
+                break
+            jobs = build_jobs(short, meta_prompts, config, specs, 1, budgets, top_up=round_index - config.n_rounds)
         check_context(backend, jobs)  # every prompt fits the model's context before any generation
         replies, round_hits = generate_cached(backend, [j.request for j in jobs], cache, config.batch_size, on_batch)
         generated += len(jobs)
@@ -273,6 +287,7 @@ def run_pregen(
                 extraction_failed += 1
                 continue
             candidates += len(items)
+            candidates_per_seed[job.seed.text] += len(items)
             for masked in items:
                 restored = job.masked.restore(masked)
                 if restored is None:
@@ -296,6 +311,7 @@ def run_pregen(
                 )
             )
             parents.append((job.seed, restored))
+            kept_per_seed[job.seed.seed_id] += 1
     kept = len(records) - len(seeds)
     per_task: dict[str, dict[str, int]] = {}
     per_language: dict[str, dict[str, int]] = {}
@@ -304,13 +320,15 @@ def run_pregen(
         entry = per_task.setdefault(record.task, {"seeds": 0, "paraphrases": 0, "generated": 0})
         entry["seeds" if record.strategy == SEED_STRATEGY else "paraphrases"] += 1
         column = "seeds" if record.strategy == SEED_STRATEGY else "kept"
-        language = per_language.setdefault(language_of(record.seed, spec), {"seeds": 0, "generated": 0, "kept": 0})
+        language = per_language.setdefault(language_of(record.seed, spec), {"seeds": 0, "generated": 0, "candidates": 0, "kept": 0})
         language[column] += 1
         per_kind.setdefault(record.kind or TEMPLATE, {"seeds": 0, "generated": 0, "kept": 0})[column] += 1
     for task, n in generated_per_task.items():
         per_task[task]["generated"] = n
     for seed_text, n in generated_per_seed.items():
         per_language[language_of(seed_text, spec)]["generated"] += n
+    for seed_text, n in candidates_per_seed.items():
+        per_language[language_of(seed_text, spec)]["candidates"] += n
     for seed_kind, n in generated_per_kind.items():
         per_kind[seed_kind]["generated"] += n
     return PregenResult(
@@ -323,7 +341,7 @@ def run_pregen(
             "candidates": candidates,
             "cache_hits": hits,
             "kept": kept,
-            "yield": round(kept / generated, 4) if generated else 0.0,
+            "yield": round(kept / candidates, 4) if candidates else 0.0,  # kept / paraphrases extracted
             "filters": {TRUNCATED: {"rejected": truncated}, EXTRACTION: {"rejected": extraction_failed}}
             | {name: {"rejected": n} | chain.reasons(name) for name, n in chain.rejected.items()},
             "fidelity": chain.fidelity_summary(),
@@ -354,13 +372,16 @@ def build_jobs(
     specs: dict[str, PlaceholderSpec],
     round_index: int,
     budgets: Mapping[str, int] | None = None,
+    top_up: int | None = None,
 ) -> list[_Job]:
     """One job per (parent, meta-prompt, temperature, sample): what a round asks the rewriter; each seed
     is masked with the spec of its kind (`specs`: template / instance). A seed's task budget
-    (`budgets`, default 1) multiplies its samples."""
+    (`budgets`, default 1) multiplies its samples. Top-up pass `top_up` (1, 2, ...) asks one sample
+    more, numbered after the first round's, so each pass sends new requests and caches them apart."""
     jobs = []
     for seed, parent in parents:
         samples = config.samples_per_prompt * (budgets or {}).get(seed.task, 1)
+        sample_indices = range(samples) if top_up is None else range(samples + top_up - 1, samples + top_up)
         masked = specs[seed.kind].mask(parent, source=seed.seed_id)
         constrained = config.placeholder_mode == "constrained"
         required = tuple(masked.sentinels) if constrained else ()
@@ -368,7 +389,7 @@ def build_jobs(
         for meta_prompt in prompts_for(meta_prompts, language_of(parent, specs[seed.kind])):
             messages = meta_prompt.messages(masked.text)
             for temperature in config.sampling_temperatures:
-                for sample_index in range(samples):
+                for sample_index in sample_indices:
                     request = GenerationRequest(
                         messages=messages, temperature=temperature, top_p=config.top_p,
                         max_new_tokens=_max_new_tokens(masked, config, meta_prompt.count), sample_index=sample_index,

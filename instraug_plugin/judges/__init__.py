@@ -30,8 +30,21 @@ def _minilm_use(device: str | None) -> FidelityJudge:
     return MeanJudge([_minilm(device), _use(device)], name="minilm+use")
 
 
+def _qwen(device: str | None) -> FidelityJudge:
+    from instraug_plugin.judges.rewriter import RewriterJudge
+
+    return RewriterJudge("qwen2.5-coder-1.5b", name="qwen2.5-coder-1.5b")
+
+
+def _minilm_qwen(device: str | None) -> FidelityJudge:
+    from instraug_plugin.judges.use import MeanJudge
+
+    return MeanJudge([_minilm(device), _qwen(device)], name="minilm+qwen2.5-coder-1.5b")
+
+
 JUDGES: dict[str, Callable[[str | None], FidelityJudge]] = {
     "minilm": _minilm, "use-multilingual": _use, "minilm+use": _minilm_use,
+    "qwen2.5-coder-1.5b": _qwen, "minilm+qwen2.5-coder-1.5b": _minilm_qwen,
 }
 
 

@@ -139,10 +139,11 @@ class LiveRefresher:
         """Kept paraphrases (no seed rows) for `shard`, and the rewriter's peak memory in MiB."""
         import torch
 
+        from instraug_plugin.backends.embedded import embedded_model
         from instraug_plugin.core.cache import GenerationCache
         from instraug_plugin.core.filters import DEFAULT_FIDELITY_JUDGE, FilterConfig
         from instraug_plugin.generation.pipeline import PregenConfig, run_pregen
-        from instraug_plugin.generation.prompts import load_meta_prompts
+        from instraug_plugin.generation.prompts import default_counts, load_meta_prompts
         from instraug_plugin.judges import load_judge
 
         config = self.session.config
@@ -157,9 +158,13 @@ class LiveRefresher:
             self.backend = TransformersBackend(config.live_model, device=device,
                                                quantization_bits=config.live_quantization_bit,
                                                batch_size=config.live_batch_size)
-        prompts = load_meta_prompts()
-        n = min(config.live_num_samples, len(prompts))
-        chosen = [prompts[(self.refreshes * n + j) % len(prompts)] for j in range(n)]
+        embedded = embedded_model(config.live_model)
+        prompts = load_meta_prompts(*default_counts(embedded.meta_prompts if embedded else "direct+guided"))
+        if any(prompt.count > 1 for prompt in prompts):  # varied prompts: each seed gets its language's, each a list
+            chosen = prompts
+        else:
+            n = min(config.live_num_samples, len(prompts))
+            chosen = [prompts[(self.refreshes * n + j) % len(prompts)] for j in range(n)]
         pregen = PregenConfig(strategy=config.live_strategy, temperature=config.live_temperature,
                               batch_size=config.live_batch_size, max_new_tokens=config.live_max_new_tokens,
                               extra_placeholders=config.placeholder_regex,
