@@ -66,7 +66,9 @@ def run_arm(model: str, backend, model_mib: float, seeds, batch_size: int, judge
     embedded = EMBEDDED[model]
     prompts = load_meta_prompts(*default_counts(embedded.meta_prompts))
     config = PregenConfig(temperature=embedded.temperature, batch_size=batch_size,
-                          filters=FilterConfig(min_fidelity=embedded.min_fidelity, fidelity_judge=embedded.judge))
+                          filters=FilterConfig(min_fidelity=embedded.min_fidelity, fidelity_judge=embedded.judge,
+                                               instance_fidelity_judge=embedded.instance_judge,
+                                               instance_min_fidelity=embedded.instance_min_fidelity))
     peak = PhasePeak()
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()

@@ -257,7 +257,8 @@ def pregen_command(
     near_duplicate: Annotated[float, typer.Option(help="Reject paraphrases this similar to a kept one (1 disables).")] = 0.9,
     contractions: Annotated[bool, typer.Option(help="Reject 'd / 'll contractions.")] = False,
     min_fidelity: Annotated[float | None, typer.Option(help=f"Reject paraphrases whose meaning score against the seed is below this (0 disables the fidelity filter; default: the embedded model's, else {DEFAULT_MIN_FIDELITY}).")] = None,
-    instance_min_fidelity: Annotated[float, typer.Option(help="Instance-level seeds: the stricter meaning score a paraphrase must reach (0 disables).")] = DEFAULT_INSTANCE_MIN_FIDELITY,
+    instance_min_fidelity: Annotated[float | None, typer.Option(help=f"Instance-level seeds: the stricter meaning score a paraphrase must reach (0 disables; default: the embedded model's, else {DEFAULT_INSTANCE_MIN_FIDELITY}).")] = None,
+    instance_fidelity_judge: Annotated[str | None, typer.Option(help="Instance-level seeds' meaning judge (same names as --fidelity-judge; default: the embedded model's, qwen2.5-coder-1.5b for that model, else --fidelity-judge).")] = None,
     task_shape: Annotated[bool, typer.Option(help="Reject paraphrases that change the shape of the task: negation, yes/no vs wh-question, a placeholder recast as the subject ('{text} is the part'), a locating request without a locating word.")] = True,
     answer_check: Annotated[bool, typer.Option(help="Instance-level seeds: reject paraphrases that flip a negation, the compared thing or a contrast, and apply --instance-min-fidelity.")] = True,
     fidelity_judge: Annotated[str | None, typer.Option(help=f"Meaning judge: minilm (English), use-multilingual, minilm+use, qwen2.5-coder-1.5b (the rewriter asked yes/no), minilm+qwen2.5-coder-1.5b, or a local sentence-embedding model directory (default: the embedded model's, else {DEFAULT_FIDELITY_JUDGE}).")] = None,
@@ -316,14 +317,18 @@ def pregen_command(
         min_per_seed = embedded.min_per_seed if embedded is not None else 0
     if min_fidelity is None:
         min_fidelity = embedded.min_fidelity if embedded is not None else DEFAULT_MIN_FIDELITY
+    if instance_min_fidelity is None:
+        instance_min_fidelity = embedded.instance_min_fidelity if embedded is not None else DEFAULT_INSTANCE_MIN_FIDELITY
+    if instance_fidelity_judge is None:
+        instance_fidelity_judge = embedded.instance_judge if embedded is not None else fidelity_judge
     config = PregenConfig(
         strategy=strategy, temperature=temperature, temperatures=_floats(temperatures, "--temperatures"),
         rounds=rounds, top_p=top_p, samples_per_prompt=samples_per_prompt, placeholder_mode=placeholder_mode,
         min_per_seed=min_per_seed, top_up_rounds=top_up_rounds,
         batch_size=batch_size, extra_placeholders=tuple(extra_placeholder or ()),
         filters=FilterConfig(low_high[0], low_high[1], length_slack, same_language, contractions, near_duplicate,
-                             min_fidelity, fidelity_judge, task_shape=task_shape, answer=answer_check,
-                             instance_min_fidelity=instance_min_fidelity),
+                             min_fidelity, fidelity_judge, instance_fidelity_judge, task_shape=task_shape,
+                             answer=answer_check, instance_min_fidelity=instance_min_fidelity),
     )
     task_list = [t.strip() for t in tasks.split(",") if t.strip()] if tasks else None
     seed_set = load_seed_set(source, dataset=dataset, tasks=task_list, task_column=task_column, all_turns=all_turns,

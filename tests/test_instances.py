@@ -362,6 +362,28 @@ def test_reasons_are_counted_once_per_rejected_candidate_with_a_judge() -> None:
     assert chain.rejected["task_shape"] == 1 and chain.reasons("task_shape") == {"reasons": {"contrast": 1}}
 
 
+def test_instance_seeds_are_scored_by_their_own_judge_and_threshold() -> None:
+    from instraug_plugin.core.filters import Candidate, FilterChain
+
+    class Judge:
+        def __init__(self, name: str, value: float):
+            self.name, self.value, self.pairs = name, value, []
+
+        def score(self, pairs):
+            self.pairs += pairs
+            return [self.value] * len(pairs)
+
+    templates, instances = Judge("templates", 0.6), Judge("instances", 0.85)
+    chain = FilterChain(FilterConfig(min_fidelity=0.5, instance_min_fidelity=0.9), judge=templates,
+                        instance_judge=instances)
+    template = Candidate("Give the colour of the first shape.", "What color is the first shape?",
+                         "What color is the first shape?", "t/0", "t")
+    instance = Candidate("Who is this person?", "Who is he?", "Who is he?", "i/0", "i", kind=INSTANCE)
+    assert chain.select([template, instance]) == [True, False]  # 0.6 >= 0.5; 0.85 < 0.9
+    assert len(templates.pairs) == 1 and len(instances.pairs) == 1
+    assert chain.fidelity_summary()["instance_judge"] == "instances"
+
+
 def test_build_cli_scope_all_needs_the_answer_check(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -33,7 +33,7 @@ def qwen_pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = root / "pool"
     result = subprocess.run(
         [*CLI, "pregen", str(templates), "--model", "qwen2.5-coder-1.5b", "--varied-prompts", "1",
-         "--min-fidelity", "0", "--threads", "1", "--out", str(out)],
+         "--min-fidelity", "0", "--min-per-seed", "0", "--threads", "1", "--out", str(out)],
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -173,12 +173,14 @@ def mask_for_scoring(text: str, spec: PlaceholderSpec = DEFAULT_SPEC) -> str:
 @dataclass
 class Faithful:
     """The judge's score of (root seed, paraphrase) reaches `min_score` (`instance_min_score` for
-    instance-level seeds, whose answer depends on the exact request); scores come from `prepare`."""
+    instance-level seeds, whose answer depends on the exact request, scored by `instance_judge` where
+    one is given); scores come from `prepare`."""
 
     judge: FidelityJudge
     min_score: float
     spec: PlaceholderSpec = DEFAULT_SPEC
     instance_min_score: float | None = None
+    instance_judge: FidelityJudge | None = None
     name: str = "fidelity"
     scores: dict[tuple[str, str], float] = field(default_factory=dict)
     judged: Counter[str] = field(default_factory=Counter)  # per task
@@ -186,10 +188,19 @@ class Faithful:
 
     def prepare(self, candidates: Sequence[Candidate]) -> None:
         """Score all not yet scored candidates in one batched call."""
-        todo = {(c.seed, c.text): c.spec or self.spec for c in candidates if (c.seed, c.text) not in self.scores}
-        if todo:
-            masked = [(mask_for_scoring(seed, spec), mask_for_scoring(text, spec)) for (seed, text), spec in todo.items()]
-            self.scores.update(zip(todo, self.judge.score(masked)))
+        todo = {(c.seed, c.text): c for c in candidates if (c.seed, c.text) not in self.scores}
+        for judge, kinds in self._judges():
+            pairs = [key for key, c in todo.items() if c.kind in kinds]
+            if pairs:
+                masked = [(mask_for_scoring(seed, todo[seed, text].spec or self.spec),
+                           mask_for_scoring(text, todo[seed, text].spec or self.spec)) for seed, text in pairs]
+                self.scores.update(zip(pairs, judge.score(masked)))
+
+    def _judges(self) -> list[tuple[FidelityJudge, tuple[str, ...]]]:
+        """Each judge with the seed kinds it scores."""
+        if self.instance_judge is None or self.instance_judge is self.judge:
+            return [(self.judge, (TEMPLATE, INSTANCE))]
+        return [(self.judge, (TEMPLATE,)), (self.instance_judge, (INSTANCE,))]
 
     def threshold(self, kind: str) -> float:
         """The minimum score for a seed of `kind`."""
@@ -313,6 +324,7 @@ class FilterConfig:
     near_duplicate_threshold: float = 0.9
     min_fidelity: float = DEFAULT_MIN_FIDELITY
     fidelity_judge: str = DEFAULT_FIDELITY_JUDGE
+    instance_fidelity_judge: str | None = None  # instance-level seeds' judge (None: fidelity_judge)
     placeholder_order: bool = True
     request: bool = True
     task_shape: bool = True
@@ -329,6 +341,7 @@ class FilterChain:
         config: FilterConfig = FilterConfig(),
         spec: PlaceholderSpec = DEFAULT_SPEC,
         judge: FidelityJudge | None = None,
+        instance_judge: FidelityJudge | None = None,
     ):
         self.duplicate = NotDuplicate()
         self.near_duplicate = NotNearDuplicate(config.near_duplicate_threshold)
@@ -349,7 +362,8 @@ class FilterChain:
         self.answer = KeepsAnswer() if config.answer else None
         if self.answer:
             rules.append(self.answer)
-        self.fidelity = (Faithful(judge, config.min_fidelity, spec, config.instance_min_fidelity if config.answer else None)
+        self.fidelity = (Faithful(judge, config.min_fidelity, spec, config.instance_min_fidelity if config.answer else None,
+                                  instance_judge)
                          if judge is not None else None)
         filters = rules + ([self.fidelity] if self.fidelity else []) + [self.duplicate]
         if config.near_duplicate_threshold < 1.0:
@@ -375,6 +389,7 @@ class FilterChain:
             return None
         f = self.fidelity
         return {"judge": f.judge.name, "min_fidelity": f.min_score, "instance_min_fidelity": f.instance_min_score,
+                "instance_judge": (f.instance_judge or f.judge).name,
                 "tasks": {task: {"judged": n, "rejected": f.rejected[task]} for task, n in sorted(f.judged.items())},
                 "scores": [round(v, 4) for v in f.scores.values()]}
 

@@ -231,7 +231,11 @@ def run_pregen(
         filters.answer and filters.instance_min_fidelity > 0 and any(s.kind == INSTANCE for s in seeds))
     if judge is None and judged:
         judge = load_judge(filters.fidelity_judge)
-    chain = FilterChain(filters, spec, judge if judged else None)
+    instance_judge = None
+    instance_name = filters.instance_fidelity_judge
+    if judged and instance_name and instance_name != filters.fidelity_judge and any(s.kind == INSTANCE for s in seeds):
+        instance_judge = load_judge(instance_name)
+    chain = FilterChain(filters, spec, judge if judged else None, instance_judge)
     records = [PoolRecord(task=s.task, seed_id=s.seed_id, seed=s.text, text=s.text, kind=s.kind) for s in seeds]
     for seed in seeds:
         chain.add_seed(seed.seed_id, seed.text)
@@ -361,7 +365,7 @@ def answer_check(filters: FilterConfig, chain: FilterChain) -> dict[str, object]
     if not filters.answer:
         return None
     return {"rules": [name for name in ("task_shape", "answer") if name in chain.rejected],
-            "judge": chain.fidelity.judge.name if chain.fidelity else None,
+            "judge": (chain.fidelity.instance_judge or chain.fidelity.judge).name if chain.fidelity else None,
             "instance_min_fidelity": filters.instance_min_fidelity if chain.fidelity else None}
 
 
