@@ -340,8 +340,6 @@ def pregen_command(
         print(f"{source}: skipped {sum(seed_set.invalid_rows.values())} invalid row(s): "
               + ", ".join(f"{n} {kind}" for kind, n in seed_set.invalid_rows.items()))
     default_direct, default_guided, default_varied = default_counts(embedded.meta_prompts if embedded else "direct+guided")
-    if any(n is not None for n in (direct_prompts, guided_prompts, varied_prompts)):  # given counts replace the defaults
-        default_direct, default_guided, default_varied = None, None, 0
     meta_prompts = load_meta_prompts(
         default_direct if direct_prompts is None else direct_prompts,
         default_guided if guided_prompts is None else guided_prompts,
