@@ -147,7 +147,7 @@ def test_pregen_protects_content_and_checks_answers(tmp_path: Path) -> None:
     filters = counts["filters"]
     assert filters["task_shape"] == {"rejected": 2, "reasons": {"contrast": 1, "negation": 1}}
     assert filters["placeholders"]["rejected"] == 1
-    assert counts["kinds"] == {INSTANCE: {"seeds": 1, "generated": 4, "kept": 1}}
+    assert counts["kinds"] == {INSTANCE: {"seeds": 1, "generated": 4, "candidates": 4, "kept": 1}}
     assert counts["answer_check"]["rules"] == ["task_shape", "answer"]
     stats = compute_stats(result.records, {"kinds": counts["kinds"]})
     assert [(y.language, y.seeds, y.generated, y.kept) for y in stats.kinds] == [(INSTANCE, 1, 4, 1)]

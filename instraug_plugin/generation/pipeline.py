@@ -255,6 +255,7 @@ def run_pregen(
     filter_seconds = 0.0
     generated_per_seed: Counter[str] = Counter()
     candidates_per_seed: Counter[str] = Counter()
+    candidates_per_kind: Counter[str] = Counter()
     generated_per_kind: Counter[str] = Counter()
     generated_per_task: Counter[str] = Counter()
     started = time.perf_counter()
@@ -292,6 +293,7 @@ def run_pregen(
                 continue
             candidates += len(items)
             candidates_per_seed[job.seed.text] += len(items)
+            candidates_per_kind[job.seed.kind] += len(items)
             for masked in items:
                 restored = job.masked.restore(masked)
                 if restored is None:
@@ -326,7 +328,7 @@ def run_pregen(
         column = "seeds" if record.strategy == SEED_STRATEGY else "kept"
         language = per_language.setdefault(language_of(record.seed, spec), {"seeds": 0, "generated": 0, "candidates": 0, "kept": 0})
         language[column] += 1
-        per_kind.setdefault(record.kind or TEMPLATE, {"seeds": 0, "generated": 0, "kept": 0})[column] += 1
+        per_kind.setdefault(record.kind or TEMPLATE, {"seeds": 0, "generated": 0, "candidates": 0, "kept": 0})[column] += 1
     for task, n in generated_per_task.items():
         per_task[task]["generated"] = n
     for seed_text, n in generated_per_seed.items():
@@ -335,6 +337,8 @@ def run_pregen(
         per_language[language_of(seed_text, spec)]["candidates"] += n
     for seed_kind, n in generated_per_kind.items():
         per_kind[seed_kind]["generated"] += n
+    for seed_kind, n in candidates_per_kind.items():
+        per_kind[seed_kind]["candidates"] += n
     return PregenResult(
         records,
         {
