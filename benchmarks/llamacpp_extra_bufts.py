@@ -1,8 +1,8 @@
 """Does turning off llama.cpp's extra buffer types (the AMX crash workaround) cost speed on a CPU without AMX?
 
-`LlamaCppBackend` turns `use_extra_bufts` off only where the CPU reports AMX (llama.cpp 0.3.36 crashes in
-its AMX matrix multiply, upstream issue 20824). Elsewhere the extra buffer types hold weights repacked for
-the CPU's AVX2/AVX-512 kernels. Arms: the same model, requests and seeds loaded with the extra buffer
+On CPUs with AMX llama.cpp 0.3.36 crashes in its AMX matrix multiply (upstream issue 20824) unless
+`use_extra_bufts` is off; elsewhere the extra buffer types hold weights repacked for the CPU's AVX2/AVX-512
+kernels. `LlamaCppBackend` turns them off on every CPU, by this measurement. Arms: the same model, requests and seeds loaded with the extra buffer
 types on and off; `--repeats` rounds, arms interleaved (order alternated), each figure the median with
 [min, max], the ratio off/on computed within each round.
 
@@ -18,18 +18,29 @@ import time
 
 from instraug_plugin.backends import llamacpp_backend
 from instraug_plugin.backends.base import GenerationRequest
-from instraug_plugin.backends.llamacpp_backend import LlamaCppBackend, cpu_flags
+from instraug_plugin.backends.llamacpp_backend import LlamaCppBackend
 from instraug_plugin.generation.prompts import default_counts, load_meta_prompts
 
 SEEDS = ["How many shapes are in the scene?", "Describe the content of {A} in the image.",
          "Select the region containing \"{A}\". {B}", "What is the text in the given region {A}?"]
 
 
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (`/proc/cpuinfo`); empty where it does not."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
 def load(model: str, extra: bool, threads: int) -> LlamaCppBackend:
-    """The backend with the extra buffer types as asked (AMX detection bypassed for the arm)."""
-    flags = frozenset() if extra else frozenset({"amx_tile"})
+    """The backend with the extra buffer types as asked."""
     original = llamacpp_backend.model_params
-    llamacpp_backend.model_params = lambda: original(flags)
+    llamacpp_backend.model_params = lambda: original(extra)
     try:
         return LlamaCppBackend(model, batch_size=len(SEEDS) * 2, threads=threads)
     finally:

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import llama_cpp
 import pytest
 
 from instraug_plugin.backends.base import GenerationRequest
@@ -49,11 +50,17 @@ def test_options_that_do_not_apply_are_one_line_errors(options: dict, message: s
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_amx_cpus_load_without_the_extra_buffer_types() -> None:
-    """llama.cpp's AMX buffer type segfaults in its matrix multiply (upstream issue 20824): off where AMX is."""
-    assert model_params(frozenset({"avx2", "avx512f", "amx_tile", "amx_int8", "amx_bf16"})).use_extra_bufts is False
-    assert model_params(frozenset({"avx2", "fma", "f16c"})).use_extra_bufts is True
-    assert model_params(frozenset()).use_extra_bufts is True
+def test_models_load_without_the_extra_buffer_types(monkeypatch: pytest.MonkeyPatch) -> None:
+    """llama.cpp's AMX buffer type segfaults in its matrix multiply (upstream issue 20824), and the extra
+    buffer types were no faster elsewhere: the backend loads every model with them off, AMX CPU or not."""
+    assert llama_cpp.llama_model_default_params().use_extra_bufts is True  # llama.cpp's own default: on
+    assert model_params().use_extra_bufts is False
+    loaded = []
+    original = llama_cpp.llama_model_load_from_file
+    monkeypatch.setattr(llama_cpp, "llama_model_load_from_file",
+                        lambda path, params: loaded.append(params.use_extra_bufts) or original(path, params))
+    LlamaCppBackend("smollm2", batch_size=2, threads=1).close()
+    assert loaded == [False]
 
 
 def test_threads_apply_only_to_llamacpp() -> None:

@@ -63,29 +63,17 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags Linux reports (`/proc/cpuinfo`); empty where it does not."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def model_params(flags: frozenset[str] | None = None):
-    """llama.cpp model load parameters for this CPU (`flags`: its feature flags, default this one's).
+def model_params(extra_buffer_types: bool = False):
+    """llama.cpp model load parameters: llama.cpp's extra buffer types off unless asked for.
 
     On a CPU with AMX tiles, llama.cpp (0.3.36) puts Q4/Q8 weights into its AMX buffer type and then
-    crashes in the AMX matrix multiply (segmentation fault; upstream llama.cpp issue 20824), so the
-    extra buffer types are turned off there; elsewhere they stay on (they repack weights for faster
-    AVX2/AVX-512 kernels).
+    crashes in the AMX matrix multiply (segmentation fault; upstream llama.cpp issue 20824). Elsewhere
+    they hold weights repacked for the AVX2/AVX-512 kernels, which bought nothing here: off was 1.10x
+    as fast for Qwen2.5-Coder-1.5B Q4_K_M and 0.985x [0.90-1.01] for SmolLM2 Q4_1
+    (`benchmarks/llamacpp_extra_bufts.py`, 2 cores, AVX2), so they are off on every CPU.
     """
     params = llama_cpp.llama_model_default_params()
-    if "amx_tile" in (cpu_flags() if flags is None else flags):
-        params.use_extra_bufts = False
+    params.use_extra_bufts = extra_buffer_types
     return params
 
 
