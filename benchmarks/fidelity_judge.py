@@ -144,7 +144,10 @@ def main() -> None:
     args = parser.parse_args()
     from instraug_plugin.core.filters import DEFAULT_MIN_FIDELITY
 
-    rows = [row for path in args.labels for row in load_labels(path)]
+    rows = [row | {"_file": path.name} for path in args.labels for row in load_labels(path)]
+    subsets = {f"{name}{'/' + pool if pool else ''}": [i for i, r in enumerate(rows) if r["_file"] == name and (not pool or r.get("pool") == pool)]
+               for name in dict.fromkeys(r["_file"] for r in rows)
+               for pool in ["", *sorted({r["pool"] for r in rows if r["_file"] == name and r.get("pool")})]}
     labels = [bool(r["same_task"]) for r in rows]
     rules = rules_keep(rows)
     modes = sorted({r["mode"] for r in rows})
@@ -169,8 +172,17 @@ def main() -> None:
         rules_only = operating_point(scores, labels, -1.0, rules)
         ruled = [i for i, ok in enumerate(rules) if ok]
         auc = roc_auc([scores[i] for i in ruled], [labels[i] for i in ruled])
+        per_set = {}
+        for subset, idx in subsets.items():  # each label file (and each pool inside it): AUC, chosen and default threshold
+            sub_ruled = [i for i in idx if rules[i]]
+            per_set[subset] = {"pairs": len(idx), "auc": roc_auc([scores[i] for i in sub_ruled], [labels[i] for i in sub_ruled])} | {
+                f"at_{t}": asdict(operating_point([scores[i] for i in idx], [labels[i] for i in idx], t, [rules[i] for i in idx]))
+                for t in dict.fromkeys((chosen.threshold, DEFAULT_MIN_FIDELITY))}
+            print(f"  {subset}: {len(idx)} pairs, AUC {per_set[subset]['auc']}; " + "; ".join(
+                f"at {key[3:]}: keeps {v['faithful_kept']:.1%}, rejects {v['unfaithful_rejected']:.1%}, precision {v['precision']:.1%}"
+                for key, v in per_set[subset].items() if key.startswith("at_")))
         results[name] = {"chosen": asdict(chosen), "at_threshold": asdict(at), "rules_only": asdict(rules_only),
-                         "per_mode": per_mode, "auc": auc, "seconds": round(seconds, 2)}
+                         "per_mode": per_mode, "auc": auc, "per_label_set": per_set, "seconds": round(seconds, 2)}
         print(f"{name}: area under the ROC curve {auc} on the {len(ruled)} pairs the rules keep")
         print(f"{name}: chosen threshold {chosen.threshold}: keeps {chosen.faithful_kept:.1%} of faithful, rejects "
               f"{chosen.unfaithful_rejected:.1%} of unfaithful, precision {chosen.precision:.1%} | at {at.threshold}: "

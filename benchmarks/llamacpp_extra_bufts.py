@@ -16,35 +16,14 @@ import json
 import statistics
 import time
 
-from instraug_plugin.backends import llamacpp_backend
+import torch
+
 from instraug_plugin.backends.base import GenerationRequest
 from instraug_plugin.backends.llamacpp_backend import LlamaCppBackend
 from instraug_plugin.generation.prompts import default_counts, load_meta_prompts
 
 SEEDS = ["How many shapes are in the scene?", "Describe the content of {A} in the image.",
          "Select the region containing \"{A}\". {B}", "What is the text in the given region {A}?"]
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags Linux reports (`/proc/cpuinfo`); empty where it does not."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("flags"):
-                    return frozenset(line.partition(":")[2].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def load(model: str, extra: bool, threads: int) -> LlamaCppBackend:
-    """The backend with the extra buffer types as asked."""
-    original = llamacpp_backend.model_params
-    llamacpp_backend.model_params = lambda: original(extra)
-    try:
-        return LlamaCppBackend(model, batch_size=len(SEEDS) * 2, threads=threads)
-    finally:
-        llamacpp_backend.model_params = original
 
 
 def main() -> None:
@@ -54,12 +33,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     args = parser.parse_args()
-    if "amx_tile" in cpu_flags():
+    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():  # as transformers_backend.resolve_dtype asks
         parser.error("this CPU has AMX: the 'on' arm would crash (that is what the workaround is for)")
     prompts = load_meta_prompts(*default_counts("varied"))
     requests = [GenerationRequest(p.messages(seed), 0.9, max_new_tokens=args.max_new_tokens)
                 for seed in SEEDS for p in prompts if p.language == "en"]
-    arms = {"on": load(args.model, True, args.threads), "off": load(args.model, False, args.threads)}
+    arms = {name: LlamaCppBackend(args.model, batch_size=len(requests), threads=args.threads, extra_buffer_types=extra)
+            for name, extra in (("on", True), ("off", False))}
     for backend in arms.values():
         backend.generate(requests[:1])  # warm-up
     seconds: dict[str, list[float]] = {"on": [], "off": []}

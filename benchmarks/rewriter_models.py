@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from pregen_throughput import pick_seeds
+from pregen_throughput import median_row, pick_seeds
 
 from instraug_plugin.backends.embedded import EMBEDDED
 from instraug_plugin.backends.llamacpp_backend import LlamaCppBackend
@@ -88,16 +88,6 @@ def run_arm(model: str, backend, model_mib: float, seeds, batch_size: int, judge
     }
 
 
-def median_row(runs: list[dict]) -> dict:
-    row = {"arm": runs[0]["arm"], "runs": len(runs)}
-    for key, value in runs[0].items():
-        if isinstance(value, (int, float)) and key != "arm":
-            values = [r[key] for r in runs]
-            row[key] = round(statistics.median(values), 3)
-            row[key + "_range"] = [min(values), max(values)]
-    return row
-
-
 def ratio(runs: dict[str, list[dict]], a: str, b: str, key: str) -> dict | None:
     per_round = [round(x[key] / y[key], 3) for x, y in zip(runs.get(a, []), runs.get(b, [])) if y[key] > 0]
     if not per_round:
@@ -118,11 +108,8 @@ def main() -> None:
     models = [m for m in args.models.split(",") if m]
     engines = [e for e in args.engines.split(",") if e]
     seeds = pick_seeds(args.seeds)
-    loaded_judges: dict[str, object] = {}
-    judges = {}
-    for model in models:  # each model's default judge, loaded once, outside the timings
-        name = EMBEDDED[model].judge
-        judges[model] = loaded_judges.setdefault(name, load_judge(name)) if name not in loaded_judges else loaded_judges[name]
+    by_name = {name: load_judge(name) for name in {EMBEDDED[m].judge for m in models}}  # outside the timings
+    judges = {model: by_name[EMBEDDED[model].judge] for model in models}
     loaded = {(m, e): load_engine(m, e, args.batch_size) for m in models for e in engines}
     for (model, _), (backend, _) in loaded.items():  # warm-up: one short generation per engine
         run_pregen(seeds[:1], backend, load_meta_prompts(1, 0, 0), PregenConfig(batch_size=1, max_new_tokens=4),

@@ -107,9 +107,8 @@ class EmbeddedModel:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def _stamp_path(self, path: Path) -> Path:
-        return cache_root() / "models" / f"{self.file_name}.verified.json" if len(self.parts) > 1 \
-            else cache_root() / "models" / f"{self.name}.verified.json"
+    def _stamp_path(self) -> Path:
+        return cache_root() / "models" / f"{self.file_name}.verified.json"
 
     @staticmethod
     def _stat_key(path: Path) -> dict[str, object]:
@@ -117,7 +116,7 @@ class EmbeddedModel:
         return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
 
     def _record(self, path: Path) -> None:
-        stamp = self._stamp_path(path)
+        stamp = self._stamp_path()
         try:
             stamp.parent.mkdir(parents=True, exist_ok=True)
             stamp.write_text(json.dumps(self._stat_key(path) | {"sha256": self.sha256}), encoding="utf-8")
@@ -126,7 +125,7 @@ class EmbeddedModel:
 
     def _verify(self, path: Path) -> None:
         """Refuse `path` unless it is the pinned file: hashed, unless unchanged since it last passed."""
-        stamp = self._stamp_path(path)
+        stamp = self._stamp_path()
         try:
             if json.loads(stamp.read_text(encoding="utf-8")) == self._stat_key(path) | {"sha256": self.sha256}:
                 return

@@ -183,7 +183,8 @@ class LlamaCppBackend:
 
     `batch_size` sequences decode together (the context's parallel sequences); `context_size` is the
     KV cache shared by a batch (prompt prefix once, then each row's own tokens); a batch that does not
-    fit is decoded in parts. `threads` defaults to the cores this process may use.
+    fit is decoded in parts. `threads` defaults to the cores this process may use. `extra_buffer_types`
+    turns llama.cpp's extra buffer types on (off by default: `model_params`).
     """
 
     name = "llamacpp"
@@ -197,6 +198,7 @@ class LlamaCppBackend:
         batch_size: int = 32,
         threads: int | None = None,
         context_size: int = 8192,
+        extra_buffer_types: bool = False,
     ):
         if device not in (None, "cpu"):
             raise InstrAugError(f"the llamacpp backend runs on the CPU; got --device {device}")
@@ -210,7 +212,7 @@ class LlamaCppBackend:
         self.batch_size = batch_size
         self.threads = threads or available_cores()
         llama_cpp.llama_backend_init()
-        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params())
+        self._model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params(extra_buffer_types))
         if not self._model:
             raise InstrAugError(f"llama.cpp cannot load rewriter model {path}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
