@@ -67,11 +67,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 POOLS = ROOT / "benchmarks" / "pools"  # committed pregen output over the training templates
-DEFAULT_POOLS = {"positions": "positions_train_v2", "lookup": "scenes_train"}
+DEFAULT_POOLS = {  # pool family -> committed pool per task set
+    "b": {"positions": "positions_train_v2", "lookup": "scenes_train"},  # SmolLM2-135M, the default rewriter
+    "q": {"positions": "positions_train_qwen"},  # Qwen2.5-Coder-1.5B with its defaults
+    "o": {"positions": "positions_train_hand"},  # written by hand (the upper bound)
+}
 PRESETS: dict[str, dict[str, Any]] = {
     # steps: the baseline's step count by the >= 80% criterion on the original wordings (calibration in the
     # module docstring); freeze: the last 8 of 30 layers train, so every model shares the frozen trunk at eval
-    "cpu": {"train_per_task": 128, "test_per_task": 40, "seeds": 3, "steps": 80, "batch_size": 16,
+    "cpu": {"train_per_task": 128, "test_per_task": 40, "seeds": 5, "steps": 80, "batch_size": 16,
             "learning_rate": 1e-3, "finetuning_type": "freeze", "trainable_layers": 8, "eval_batch_size": 80,
             "threads": 1, "jobs": 2},
     "gpu": {"train_per_task": 400, "test_per_task": 100, "seeds": 5, "steps": 300, "batch_size": 16,
@@ -83,12 +87,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 ARMS = {
     "a": "baseline (eps=1)",
-    "b": "InstrAug on-the-fly pool",
-    "c": "MIns+ offline (build)",
-    "d": "InstrAug online loop (adaptive eps)",
+    "b": "SmolLM2 pool on the fly",
+    "c": "SmolLM2 pool, MIns+ offline (build)",
+    "q": "Qwen2.5-Coder-1.5B pool on the fly",
+    "qc": "Qwen2.5-Coder-1.5B pool, MIns+ offline",
+    "o": "hand-written pool on the fly (upper bound)",
+    "h": "hold-back at fixed eps (online pool, steering off)",
+    "d": "online loop (adaptive eps)",
 }
+OFFLINE_ARMS = {"c": "b", "qc": "q"}  # offline arm -> the on-the-fly arm whose pool it builds from
+POOL_FAMILY = {"b": "b", "c": "b", "q": "q", "qc": "q", "o": "o"}  # h and d: --online-pool
+DEFAULT_ARMS = "a,q,o"  # the main comparison
 KINDS = ("original", "heldout")
-DIFFERENCES = (("b", "a"), ("c", "a"), ("b", "c"), ("d", "a"), ("d", "b"))
+DIFFERENCES = (("b", "a"), ("c", "a"), ("b", "c"), ("q", "a"), ("qc", "a"), ("q", "qc"), ("q", "b"), ("o", "a"),
+               ("o", "q"), ("h", "b"), ("h", "q"), ("d", "h"), ("d", "a"), ("d", "b"))
+HALF_WIDTH_TARGET = 4.0  # points: the 95% interval of o-a the preset should reach (power study)
 DEV_PER_TASK = 10  # arm d: development instances per task (drawn apart from the training rows and test instances)
 METRICS = ("original_acc", "heldout_acc", "heldout_sens")
 MAX_NEW_TOKENS = 4
@@ -155,23 +168,23 @@ class ArmScores:
     """One arm's scores: seeds x instances x variants (0/1 exact match), instances grouped by task."""
 
     def __init__(self, by_seed: list[dict[str, dict[str, float]]], tasks: dict[str, list[str]],
-                 variants: dict[str, list[str]]):
+                 variants: dict[str, dict[str, list[str]]]):
         self.by_seed = by_seed
         self.tasks = tasks  # task -> instance ids
-        self.variants = variants  # kind -> variant names ("original/0", ...)
+        self.variants = variants  # task -> kind -> variant names ("original/0", ...)
 
     def metrics(self, seeds: list[int], instances: dict[str, list[str]]) -> dict[str, float]:
         """The three metrics (accuracy in percent) over the chosen seeds and instances (repeats allowed)."""
         out: dict[str, float] = {}
         for kind in KINDS:
-            total = [self.by_seed[s][i][v] for s in seeds for ids in instances.values() for i in ids
-                     for v in self.variants[kind]]
+            total = [self.by_seed[s][i][v] for s in seeds for task, ids in instances.items() for i in ids
+                     for v in self.variants[task][kind]]
             out[f"{kind}_acc"] = 100 * _mean(total)
         per_seed = []
         for s in seeds:
             per_task = []
-            for ids in instances.values():
-                wording = [_mean([self.by_seed[s][i][v] for i in ids]) for v in self.variants["heldout"]]
+            for task, ids in instances.items():
+                wording = [_mean([self.by_seed[s][i][v] for i in ids]) for v in self.variants[task]["heldout"]]
                 value = sensitivity(wording)
                 if value is not None:
                     per_task.append(value)
@@ -179,6 +192,11 @@ class ArmScores:
         finite = [v for v in per_seed if not math.isnan(v)]
         out["heldout_sens"] = _mean(finite) if finite else float("nan")
         return out
+
+    def wording_means(self) -> dict[str, dict[str, float]]:
+        """Accuracy (percent) per task and held-out wording, over all seeds and instances (the per-arm plot)."""
+        return {task: {v: 100 * _mean([self.by_seed[s][i][v] for s in range(len(self.by_seed)) for i in ids])
+                       for v in self.variants[task]["heldout"]} for task, ids in self.tasks.items()}
 
 
 def two_level_bootstrap(arms: dict[str, ArmScores], n_resamples: int = 1000, seed: int = 0,
@@ -223,6 +241,50 @@ def two_level_bootstrap(arms: dict[str, ArmScores], n_resamples: int = 1000, see
     return result
 
 
+def power(arms: dict[str, ArmScores], stats: dict[str, Any], n_resamples: int = 1000, seed: int = 0,
+          target: float = HALF_WIDTH_TARGET) -> dict[str, Any]:
+    """How precisely each reported held-out accuracy difference is known, and what would narrow it.
+
+    Per difference: the per-seed paired differences (all instances) and their standard deviation; the
+    half-width of the two-level interval, and of intervals that resample only the seeds (instances fixed)
+    or only the instances (seeds fixed), which say which lever matters (more training seeds vs more test
+    instances); and the seeds the two-level half-width projects to for +-`target` points (half-width
+    shrinks as 1/sqrt(seeds)).
+    """
+    from instraug_plugin.evaluation.robustness import percentile_interval
+
+    first = next(iter(arms.values()))
+    n_seeds = len(first.by_seed)
+    all_seeds = list(range(n_seeds))
+    out: dict[str, Any] = {}
+    for name, values in stats["differences"].items():
+        x, y = name.split("-")
+        diff = values["heldout_acc"]
+        if diff["estimate"] is None:
+            continue
+        per_seed = [arms[x].metrics([s], first.tasks)["heldout_acc"] - arms[y].metrics([s], first.tasks)["heldout_acc"]
+                    for s in all_seeds]
+        rng = random.Random(seed)
+        seeds_only, instances_only = [], []
+        for _ in range(n_resamples):
+            seeds = rng.choices(all_seeds, k=n_seeds)
+            seeds_only.append(arms[x].metrics(seeds, first.tasks)["heldout_acc"]
+                              - arms[y].metrics(seeds, first.tasks)["heldout_acc"])
+            instances = {task: rng.choices(ids, k=len(ids)) for task, ids in first.tasks.items()}
+            instances_only.append(arms[x].metrics(all_seeds, instances)["heldout_acc"]
+                                  - arms[y].metrics(all_seeds, instances)["heldout_acc"])
+        half = (diff["high"] - diff["low"]) / 2
+        mean = _mean(per_seed)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in per_seed) / (n_seeds - 1)) if n_seeds > 1 else None
+        low_s, high_s = percentile_interval(seeds_only, stats["confidence"])
+        low_i, high_i = percentile_interval(instances_only, stats["confidence"])
+        out[name] = {"per_seed_heldout_acc": [round(v, 2) for v in per_seed], "seed_sd": sd,
+                     "half_width": half, "half_width_seeds_only": (high_s - low_s) / 2,
+                     "half_width_instances_only": (high_i - low_i) / 2, "target_half_width": target,
+                     "seeds_for_target": math.ceil(n_seeds * (half / target) ** 2) if half > 0 else n_seeds}
+    return out
+
+
 def per_task_means(arm: ArmScores) -> dict[str, dict[str, float]]:
     """Per task: mean accuracy (percent) under original and held-out wordings, over all seeds."""
     out = {}
@@ -232,21 +294,47 @@ def per_task_means(arm: ArmScores) -> dict[str, dict[str, float]]:
     return out
 
 
+def arm_target(stats: dict[str, Any], arm: str) -> dict[str, Any]:
+    """The method's target for one augmented arm against the baseline: held-out Sensitivity >= 30% below
+    (a), and the interval of arm-a in held-out accuracy above 0."""
+    a, x = stats["arms"]["a"], stats["arms"][arm]
+    sa, sx = a["heldout_sens"]["estimate"], x["heldout_sens"]["estimate"]
+    drop = None if sa in (None, 0) or sx is None else 1 - sx / sa
+    gain = stats["differences"][f"{arm}-a"]["heldout_acc"]
+    out = {"sensitivity_relative_drop": drop, "sensitivity_target_met": drop is not None and drop >= 0.3,
+           "heldout_gain": gain, "heldout_gain_target_met": gain["low"] is not None and gain["low"] > 0}
+    out["target_met"] = out["sensitivity_target_met"] and out["heldout_gain_target_met"]
+    return out
+
+
 def verdict(stats: dict[str, Any]) -> dict[str, Any]:
-    """The target: (b) lowers held-out Sensitivity >= 30% relative to (a) and raises held-out accuracy
-    with the interval of b-a excluding 0; plus whether the baseline masters the original wordings (>= 80%)."""
-    a, b = stats["arms"].get("a"), stats["arms"].get("b")
+    """Whether the baseline masters the original wordings (>= 80%); per augmented arm (b, q, o) the method's
+    target (`arm_target`); for the strong rewriter's pool (q) the product's promise as well: on the fly no
+    worse than offline (the interval of q-qc reaches 0 or above) and (q-a)/(o-a) >= 0.8. `target_met` is
+    q's promise when q ran, else b's target."""
+    arms = stats["arms"]
+    a = arms.get("a")
     out: dict[str, Any] = {"baseline_original_acc": a["original_acc"]["estimate"] if a else None}
     out["baseline_masters_originals"] = bool(a and (a["original_acc"]["estimate"] or 0) >= 80)
-    if not (a and b):
+    if not a:
         return out
-    sa, sb = a["heldout_sens"]["estimate"], b["heldout_sens"]["estimate"]
-    out["sensitivity_relative_drop"] = None if sa in (None, 0) or sb is None else 1 - sb / sa
-    out["sensitivity_target_met"] = out["sensitivity_relative_drop"] is not None and out["sensitivity_relative_drop"] >= 0.3
-    diff = stats["differences"]["b-a"]["heldout_acc"]
-    out["heldout_gain"] = diff
-    out["heldout_gain_target_met"] = diff["low"] is not None and diff["low"] > 0
-    out["target_met"] = out["sensitivity_target_met"] and out["heldout_gain_target_met"]
+    out["arms"] = {arm: arm_target(stats, arm) for arm in ("b", "q", "o") if arm in arms}
+    if "q" in out["arms"]:
+        promise = dict(out["arms"]["q"])
+        if "qc" in arms:
+            q_qc = stats["differences"]["q-qc"]["heldout_acc"]
+            promise["on_the_fly_vs_offline"] = q_qc
+            promise["on_the_fly_target_met"] = q_qc["high"] is not None and q_qc["high"] >= 0
+        if "o" in arms:
+            q_a = stats["differences"]["q-a"]["heldout_acc"]["estimate"]
+            o_a = stats["differences"]["o-a"]["heldout_acc"]["estimate"]
+            promise["share_of_upper_bound"] = None if not o_a or o_a <= 0 else q_a / o_a
+            promise["share_target_met"] = promise["share_of_upper_bound"] is not None and promise["share_of_upper_bound"] >= 0.8
+        promise["target_met"] = all(v for k, v in promise.items() if k.endswith("target_met") and k != "target_met")
+        out["promise"] = promise
+        out["target_met"] = promise["target_met"]
+    elif "b" in out["arms"]:
+        out.update(out["arms"]["b"])
     return out
 
 
@@ -256,12 +344,39 @@ def _cell(interval: dict[str, float | None], digits: int) -> str:
     return f"{interval['estimate']:.{digits}f} [{interval['low']:.{digits}f}, {interval['high']:.{digits}f}]"
 
 
+def _verdict_lines(check: dict[str, Any]) -> list[str]:
+    base = check.get("baseline_original_acc")
+    lines = [f"- Baseline under the original wordings: {'n/a' if base is None else f'{base:.1f}%'} "
+             f"({'meets' if check['baseline_masters_originals'] else 'does NOT meet'} the 80% criterion)."]
+    for arm, target in check.get("arms", {}).items():
+        drop = target["sensitivity_relative_drop"]
+        lines.append(f"- ({arm}) {ARMS[arm]}: held-out accuracy {arm}-a {_cell(target['heldout_gain'], 1)} points "
+                     f"(interval above 0: {'yes' if target['heldout_gain_target_met'] else 'no'}); held-out "
+                     f"Sensitivity {'n/a' if drop is None else f'{-100 * drop:+.1f}%'} vs (a) (target <= -30%: "
+                     f"{'met' if target['sensitivity_target_met'] else 'not met'}).")
+    promise = check.get("promise")
+    if promise is not None:
+        if "on_the_fly_vs_offline" in promise:
+            lines.append(f"- On the fly vs offline, q-qc: {_cell(promise['on_the_fly_vs_offline'], 1)} points "
+                         f"(no worse: {'met' if promise['on_the_fly_target_met'] else 'not met'}).")
+        if "share_of_upper_bound" in promise:
+            share = promise["share_of_upper_bound"]
+            lines.append(f"- Share of the upper bound, (q-a)/(o-a): {'n/a (o-a <= 0)' if share is None else f'{share:.2f}'}"
+                         f" (target >= 0.8: {'met' if promise['share_target_met'] else 'not met'}).")
+        lines.append(f"- **Product promise (pool q) {'MET' if promise['target_met'] else 'NOT MET'}.**")
+    elif "target_met" in check:
+        lines.append(f"- **Target (pool b) {'MET' if check['target_met'] else 'NOT MET'}.**")
+    return lines
+
+
 def markdown_report(stats: dict[str, Any], tasks: dict[str, dict[str, dict[str, float]]], check: dict[str, Any],
-                    setup: str, timings: dict[str, float]) -> str:
-    """The summary table (mean [95% interval]), the differences, per-task means and the verdict."""
+                    setup: str, timings: dict[str, float], pools: dict[str, dict[str, Any]] | None = None,
+                    precision: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> str:
+    """The summary table (mean [95% interval]), the differences, the power figures, the pools, per-task
+    means, the extra held-out wordings and the verdict."""
     conf = round(100 * stats["confidence"])
     lines = [
-        "# Robustness effect: baseline vs InstrAug on-the-fly pool vs offline MIns+", "", setup, "",
+        "# Robustness effect: baseline vs InstrAug pools", "", setup, "",
         f"Accuracy in percent (exact match); Sens. = std/mean across the held-out wordings (lower is better). "
         f"Mean [{conf}% bootstrap interval], {stats['n_resamples']} two-level resamples "
         f"({stats['seeds']} training seeds, then instances within each task).", "",
@@ -274,6 +389,24 @@ def markdown_report(stats: dict[str, Any], tasks: dict[str, dict[str, dict[str, 
     for name, values in stats["differences"].items():
         lines.append(f"| {name} | {_cell(values['original_acc'], 1)} | {_cell(values['heldout_acc'], 1)} | "
                      f"{_cell(values['heldout_sens'], 3)} |")
+    if precision:
+        lines += ["", f"Power (held-out accuracy differences): per-seed paired differences, their standard deviation, "
+                  f"the interval's half-width (two-level; seeds only; instances only) and the training seeds that "
+                  f"project to +-{HALF_WIDTH_TARGET:g} points.", "",
+                  "| difference | per seed | SD | half-width | seeds only | instances only | seeds for target |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for name, p in precision.items():
+            sd = "n/a" if p["seed_sd"] is None else f"{p['seed_sd']:.1f}"
+            lines.append(f"| {name} | {', '.join(f'{v:+.1f}' for v in p['per_seed_heldout_acc'])} | {sd} | "
+                         f"{p['half_width']:.1f} | {p['half_width_seeds_only']:.1f} | "
+                         f"{p['half_width_instances_only']:.1f} | {p['seeds_for_target']} |")
+    if pools:
+        lines += ["", "Pools (template level): paraphrases per training template (min / median / max), their "
+                  "total, and the mean share of a paraphrase's content words not in its template.", "",
+                  "| pool | arms | directory | per template | total | new-word share |", "|---|---|---|---|---:|---:|"]
+        for family, info in pools.items():
+            lines.append(f"| {family} | {', '.join(info['arms'])} | `{info['path']}` | {info['per_template']} | "
+                         f"{info['paraphrases']} | {info['new_word_share']} |")
     lines += ["", "Per task (mean over seeds and instances):", "",
               "| task |" + "".join(f" ({n}) original | ({n}) held-out | ({n}) Sens. |" for n in tasks),
               "|---|" + "---:|" * (3 * len(tasks))]
@@ -285,19 +418,18 @@ def markdown_report(stats: dict[str, Any], tasks: dict[str, dict[str, dict[str, 
             sens = "n/a" if math.isnan(m["heldout_sens"]) else f"{m['heldout_sens']:.3f}"
             cells.append(f" {m['original_acc']:.1f} | {m['heldout_acc']:.1f} | {sens} |")
         lines.append(f"| {task} |" + "".join(cells))
-    lines += ["", "## Verdict", ""]
-    base = check.get("baseline_original_acc")
-    lines.append(f"- Baseline under the original wordings: {'n/a' if base is None else f'{base:.1f}%'} "
-                 f"({'meets' if check['baseline_masters_originals'] else 'does NOT meet'} the 80% criterion).")
-    if "target_met" in check:
-        drop = check["sensitivity_relative_drop"]
-        gain = check["heldout_gain"]
-        lines.append(f"- Held-out Sensitivity, relative change (b vs a): "
-                     f"{'n/a' if drop is None else f'{-100 * drop:+.1f}%'} (target: <= -30%): "
-                     f"{'met' if check['sensitivity_target_met'] else 'not met'}.")
-        lines.append(f"- Held-out accuracy b-a: {_cell(gain, 1)} points (target: interval excludes 0, above): "
-                     f"{'met' if check['heldout_gain_target_met'] else 'not met'}.")
-        lines.append(f"- **Target {'MET' if check['target_met'] else 'NOT MET'}.**")
+    if extra:
+        xs = extra["stats"]
+        lines += ["", f"## Extra held-out wordings (`{extra['file']}`, scored on the saved models, no retraining)", "",
+                  "| arm | extra held-out accuracy | extra held-out Sens. |", "|---|---:|---:|"]
+        for name, values in xs["arms"].items():
+            lines.append(f"| ({name}) {ARMS[name]} | {_cell(values['heldout_acc'], 1)} | {_cell(values['heldout_sens'], 3)} |")
+        lines += ["", "| difference | extra held-out accuracy | extra held-out Sens. |", "|---|---:|---:|"]
+        for name, values in xs["differences"].items():
+            lines.append(f"| {name} | {_cell(values['heldout_acc'], 1)} | {_cell(values['heldout_sens'], 3)} |")
+    lines += ["", "## Verdict", "", *_verdict_lines(check)]
+    if extra:
+        lines += ["", "On the extra held-out wordings:", "", *_verdict_lines(extra["verdict"])[1:]]
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), ""]
     return "\n".join(lines)
 
@@ -324,6 +456,35 @@ def plot_summary(stats: dict[str, Any], path: Path) -> None:
     fig.suptitle(" / ".join(f"({n}) {ARMS[n]}" for n in names), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_wordings(arms: dict[str, ArmScores], path: Path, title: str = "held-out wordings") -> None:
+    """One panel per arm: accuracy under each held-out wording (over seeds and instances), grouped by task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(arms)
+    fig, axes = plt.subplots(len(names), 1, figsize=(12, 2.6 * len(names)), squeeze=False, sharey=True)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for ax, name in zip(axes[:, 0], names):
+        means = arms[name].wording_means()
+        labels, values, bar_colors = [], [], []
+        for k, (task, per_wording) in enumerate(means.items()):
+            for variant, value in per_wording.items():
+                labels.append(f"{task}\n{variant.split('/')[-1]}")
+                values.append(value)
+                bar_colors.append(colors[k % len(colors)])
+        ax.bar(range(len(values)), values, color=bar_colors)
+        ax.set_xticks(range(len(values)))
+        ax.set_xticklabels(labels, fontsize=6)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy %")
+        ax.set_title(f"({name}) {ARMS[name]}: accuracy per {title}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
@@ -465,7 +626,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", choices=list(PRESETS))
     parser.add_argument("--data-seed", type=int, default=0, help="benchmark draw (rows, test instances)")
     parser.add_argument("--seeds", type=int, help="training seeds per arm (0, 1, ...)")
-    parser.add_argument("--arms", default="abc", help="subset of arms to run, e.g. a (calibration) or abc")
+    parser.add_argument("--arms", default=DEFAULT_ARMS,
+                        help=f"comma-separated arms among {', '.join(ARMS)} (default {DEFAULT_ARMS}: the main "
+                             "comparison); letters without commas are read one arm each (abc = a,b,c)")
     parser.add_argument("--model", type=Path, help="model dir (default: SmolLM2-135M-Instruct)")
     parser.add_argument("--template", default="chatml")
     parser.add_argument("--finetuning-type", choices=["full", "freeze", "lora"])
@@ -485,8 +648,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epsilon", type=float, default=0.3, help="arms b and c: probability of the original wording")
     parser.add_argument("--task-set", choices=["positions", "lookup"], default="positions",
                         help="scenes task set (instraug_plugin.evaluation.scenes)")
-    parser.add_argument("--pool", type=Path, help="pool over the training templates "
-                        "(default: benchmarks/pools/positions_train_v2; lookup: scenes_train)")
+    parser.add_argument("--pool", type=Path, help="arms b, c: pool over the training templates "
+                        "(default: benchmarks/pools/positions_train_v2, SmolLM2; lookup: scenes_train)")
+    parser.add_argument("--pool-q", type=Path, help="arms q, qc: the strong rewriter's pool "
+                        "(default: benchmarks/pools/positions_train_qwen, Qwen2.5-Coder-1.5B)")
+    parser.add_argument("--pool-o", type=Path, help="arm o: the hand-written pool "
+                        "(default: benchmarks/pools/positions_train_hand)")
+    parser.add_argument("--online-pool", choices=["b", "q", "o"], default="q",
+                        help="arms h and d: whose pool the hold-back and the online loop use (default q)")
+    parser.add_argument("--extra-heldout", type=Path, help="another set of held-out wordings (JSON {task: [wording, "
+                        "...]}, the shape of positions_heldout_templates.json) scored on every saved model without "
+                        "retraining (needs the models: --keep-models when they are trained)")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--threads", type=int, help="OMP/MKL threads for training and evaluation (1 avoids "
                         "oversubscription when other jobs share a small CPU; default: torch's)")
@@ -505,9 +677,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.eval_mode == "auto":
         args.eval_mode = "shared-trunk" if args.finetuning_type == "freeze" else "cli"
-    if not set(args.arms) <= set(ARMS) or not args.arms:
-        parser.error(f"--arms: letters among {''.join(ARMS)}")
+    args.arms = parse_arms(args.arms, parser)
     return args
+
+
+def parse_arms(text: str, parser: argparse.ArgumentParser) -> list[str]:
+    """`a,q,o` -> ["a", "q", "o"]; `abc` (no comma) -> one arm per letter; unknown or repeated arms are refused."""
+    arms = [a.strip() for a in text.split(",")] if "," in text else list(text.strip())
+    unknown = [a for a in arms if a not in ARMS]
+    if not arms or unknown or len(set(arms)) != len(arms):
+        parser.error(f"--arms {text!r}: comma-separated, each once, among {', '.join(ARMS)}")
+    return [a for a in ARMS if a in arms]  # a fixed order: a first, so every difference has its baseline
 
 
 def write_dev_set(path: Path, *, seed: int, task_set: str) -> Path:
@@ -531,10 +711,75 @@ def write_dev_set(path: Path, *, seed: int, task_set: str) -> Path:
     return path
 
 
+def template_pool_dir(args: argparse.Namespace, family: str, heldout: dict[str, list[str]]) -> Path:
+    """The committed (or given) pool of a family over the training templates; exits if it is missing or holds
+    a held-out wording."""
+    from instraug_plugin.evaluation.scenes import TEMPLATE_FILES
+
+    given = {"b": args.pool, "q": args.pool_q, "o": args.pool_o}[family]
+    default = DEFAULT_POOLS[family].get(args.task_set)
+    if given is None and default is None:
+        sys.exit(f"no committed {family} pool for task set {args.task_set}: pass --pool{'' if family == 'b' else '-' + family}")
+    path = (given or POOLS / default).resolve()
+    if not (path / "pool.jsonl").is_file():
+        sys.exit(f"no pool at {path}: run `instraug-plugin pregen "
+                 f"templates/benchmark/{TEMPLATE_FILES[args.task_set]}_train_templates.json --out {path}`")
+    texts = {json.loads(line)["text"] for line in (path / "pool.jsonl").read_text(encoding="utf-8").splitlines() if line}
+    leaked = [t for ts in heldout.values() for t in ts if t in texts]
+    if leaked:
+        sys.exit(f"held-out wordings found in the pool {path}: {leaked}")
+    return path
+
+
+def originals_pool(bench: Path, out: Path) -> Path:
+    """Arm a's pool: the training rows' own instructions only (the hook runs, at epsilon 1 it never rewrites)."""
+    from instraug_plugin.core.pool import PoolRecord, normalize, write_pool
+
+    rows = json.loads((bench / "train.json").read_text(encoding="utf-8"))
+    seeds = {r["messages"][0]["content"]: r["task"] for r in rows}
+    return write_pool(out, [PoolRecord(t, f"{t}/{normalize(x)}", x, x) for x, t in seeds.items()], {}).parent
+
+
+def held_back_pool(template_pool: Path, seed: int, out: Path) -> Path:
+    """Arm h's pool: what the online loop (arm d, same seed, default `instraug_dev_share`) trains on after
+    holding its development wordings back, so h and d differ only in the steering."""
+    from instraug_plugin.core.devsplit import split_dev
+    from instraug_plugin.core.pool import scoped_records, write_pool
+    from instraug_plugin.settings import InstrAugConfig
+
+    share = InstrAugConfig.model_fields["dev_share"].default
+    split = split_dev(scoped_records(template_pool), share, seed)
+    return write_pool(out, split.train.records, {"held_back_from": str(template_pool), "dev_share": share,
+                                                 "seed": seed}).parent
+
+
+def pool_summary(template_pool: Path, train_templates: dict[str, list[str]]) -> dict[str, Any]:
+    """Paraphrases per training template (min / median / max, templates without any count as 0), their total
+    and the mean new-content-word share."""
+    import statistics
+
+    from instraug_plugin.core.diversity import mean_new_word_share
+    from instraug_plugin.core.pool import normalize, scoped_records
+
+    records = [r for r in scoped_records(template_pool) if not r.is_seed]
+    per_template = {(task, normalize(t)): 0 for task, ts in train_templates.items() for t in ts}
+    for record in records:
+        key = (record.task, normalize(record.seed))
+        if key in per_template:
+            per_template[key] += 1
+    counts = list(per_template.values())
+    share = mean_new_word_share((r.seed, r.text) for r in records)
+    return {"path": str(template_pool.relative_to(ROOT) if template_pool.is_relative_to(ROOT) else template_pool),
+            "paraphrases": len(records), "per_template": f"{min(counts)} / {statistics.median(counts):g} / {max(counts)}",
+            "new_word_share": share}
+
+
 def train_config(args: argparse.Namespace, model: Path, bench: Path, out: Path, seed: int, arm: str,
-                 pool_dir: Path, dataset: str, template_pool: Path | None = None) -> dict[str, Any]:
-    """The LLaMA-Factory config of one arm and seed (arm c trains on its built dataset without instraug keys;
-    arm d steers each task's epsilon at epoch end from development wordings held back from `template_pool`)."""
+                 pool_dir: Path | None, dataset: str) -> dict[str, Any]:
+    """The LLaMA-Factory config of one arm and seed. `pool_dir` is the arm's pool: (a) the original templates
+    (epsilon 1), (b, q, o) their pool, (h) the online pool without the wordings the online loop holds back at
+    this seed, (d) the online pool itself (the loop holds back development wordings and steers each task's
+    epsilon at epoch end); offline arms (c, qc) train on their built `dataset` without instraug keys."""
     config: dict[str, Any] = {
         "model_name_or_path": str(model), "stage": "sft", "do_train": True,
         "finetuning_type": args.finetuning_type, "dataset_dir": str(bench), "dataset": dataset,
@@ -548,11 +793,11 @@ def train_config(args: argparse.Namespace, model: Path, bench: Path, out: Path, 
         # recomputation through every frozen layer); without it a freeze-tuned step stops at the trainable layers
         "disable_gradient_checkpointing": True,
     }
-    if arm in "ab":
+    if arm in ("a", "b", "q", "o", "h"):
         config.update(instraug_mode="pool", instraug_pool=str(pool_dir), instraug_task_column="task",
                       instraug_epsilon=1.0 if arm == "a" else args.epsilon, instraug_seed=seed)
-    if arm == "d":  # the template pool itself: the online loop holds back dev wordings of its templates
-        config.update(instraug_mode="pool", instraug_pool=str(template_pool), instraug_task_column="task",
+    if arm == "d":
+        config.update(instraug_mode="pool", instraug_pool=str(pool_dir), instraug_task_column="task",
                       instraug_epsilon=args.epsilon, instraug_seed=seed, instraug_adaptive=True,
                       instraug_eval_set=str(bench / "dev.json"), instraug_eval_max_instances=DEV_PER_TASK,
                       instraug_eval_batch_size=args.eval_batch_size, instraug_eval_max_new_tokens=MAX_NEW_TOKENS)
@@ -561,6 +806,79 @@ def train_config(args: argparse.Namespace, model: Path, bench: Path, out: Path, 
     elif args.finetuning_type == "freeze":
         config.update(freeze_trainable_layers=args.trainable_layers, freeze_trainable_modules="all")
     return config
+
+
+def load_extra_heldout(path: Path, bench: Path) -> dict[str, list[str]]:
+    """`--extra-heldout`: {task: [wording, ...]} over the benchmark's tasks; exits with one line naming the
+    file and the task on anything else (a `{field}` is allowed only where the task's instances have it)."""
+    import re
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        sys.exit(f"--extra-heldout {path}: cannot read ({exc.strerror or exc})")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        sys.exit(f"--extra-heldout {path}: not a JSON file ({exc})")
+    eval_set = json.loads((bench / "eval.json").read_text(encoding="utf-8"))
+    fields = {i["task"]: set(i["fields"]) for i in eval_set["instances"]}
+    if not isinstance(data, dict) or not data:
+        sys.exit(f"--extra-heldout {path}: expected a JSON object {{task: [wording, ...]}} with at least one task")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        sys.exit(f"--extra-heldout {path}: unknown task(s) {', '.join(unknown)} (known: {', '.join(fields)})")
+    for task, wordings in data.items():
+        if not isinstance(wordings, list) or not wordings or not all(isinstance(w, str) and w.strip() for w in wordings):
+            sys.exit(f"--extra-heldout {path}: {task}: expected a non-empty list of non-empty strings")
+        for wording in wordings:
+            missing = set(re.findall(r"{(\w*)}", wording)) - fields[task]
+            if missing or wording.count("{") != wording.count("}"):
+                sys.exit(f"--extra-heldout {path}: {task}: {wording!r} has a placeholder the task's instances do not "
+                         f"fill (fields: {', '.join(sorted(fields[task])) or 'none'})")
+    return data
+
+
+def score_extra_heldout(args: argparse.Namespace, work: Path, bench: Path, model: Path, n_layers: int,
+                        tasks: dict[str, list[str]], env: dict[str, str], clock: Clock) -> dict[str, Any]:
+    """Score every saved model of the run (`work/train/<arm>_s<seed>`) on the same test instances under the
+    `--extra-heldout` wordings, without retraining; their statistics and verdict, as for the held-out set."""
+    from instraug_plugin.evaluation.scenes import SCENE_PREFIX
+
+    wordings = load_extra_heldout(args.extra_heldout, bench)
+    eval_set = json.loads((bench / "eval.json").read_text(encoding="utf-8"))
+    eval_set["instances"] = [i for i in eval_set["instances"] if i["task"] in wordings]
+    eval_set["tasks"] = {t: {**spec, "heldout": [SCENE_PREFIX + w for w in wordings[t]]}
+                         for t, spec in eval_set["tasks"].items() if t in wordings}
+    path = bench / "eval_extra.json"
+    path.write_text(json.dumps(eval_set, indent=1, ensure_ascii=False), encoding="utf-8")
+    missing = [work / "train" / f"{arm}_s{seed}" for arm in args.arms for seed in range(args.seeds)
+               if not [*(work / "train" / f"{arm}_s{seed}").glob("*.safetensors"),
+                       *(work / "train" / f"{arm}_s{seed}").glob("*.bin")]]
+    if missing:
+        sys.exit(f"--extra-heldout: no saved model in {missing[0]} ({len(missing)} missing): train with --keep-models")
+    evaluator = None
+    by_seed: dict[str, list[dict[str, dict[str, float]]]] = {arm: [] for arm in args.arms}
+    for arm in args.arms:
+        for seed in range(args.seeds):
+            tag = f"{arm}_s{seed}"
+            model_dir, out = work / "train" / tag, work / "eval_extra" / tag
+            if args.eval_mode == "shared-trunk":
+                if evaluator is None:
+                    evaluator = SharedTrunkEvaluator(model, args.template, path, n_layers - args.trainable_layers,
+                                                     args.eval_batch_size, MAX_NEW_TOKENS, "heldout")
+                by_seed[arm].append(evaluator.evaluate(model_dir, out))
+            else:
+                run([str(BIN / "instraug-plugin"), "eval", str(model_dir), "--eval-set", str(path), "--template",
+                     args.template, "--variants", "heldout", "--max-new-tokens", str(MAX_NEW_TOKENS), "--batch-size",
+                     str(args.eval_batch_size), "--out", str(out)], work / f"eval_extra_{tag}.log", env)
+                by_seed[arm].append(load_scores(out / "predictions.jsonl"))
+            clock.log(f"extra held-out ({arm}) seed {seed}: scored {model_dir}")
+    names = {t: [f"heldout/{i}" for i in range(len(ws))] for t, ws in wordings.items()}
+    variants = {t: {"original": v, "heldout": v} for t, v in names.items()}
+    arms = {arm: ArmScores(by_seed[arm], {t: ids for t, ids in tasks.items() if t in wordings}, variants)
+            for arm in args.arms}
+    stats = two_level_bootstrap(arms, n_resamples=args.bootstrap)
+    return {"file": str(args.extra_heldout), "wordings": wordings, "stats": stats, "verdict": verdict(stats),
+            "arm_scores": arms}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -575,7 +893,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from instraug_plugin.evaluation.scenes import (
         DATASET_NAME,
-        TEMPLATE_FILES,
         make_scenes_benchmark,
         scene_templates,
     )
@@ -593,42 +910,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "d" in args.arms:
         write_dev_set(bench / "dev.json", seed=args.data_seed, task_set=args.task_set)
     model = (args.model or smollm2_model()).resolve()
-    template_name = TEMPLATE_FILES[args.task_set]
-    template_pool = (args.pool or POOLS / DEFAULT_POOLS[args.task_set]).resolve()
     train_templates, heldout_templates = scene_templates(args.task_set)
-    pool_file = work / "pool" / "pool.jsonl"
-    if set(args.arms) & {"b", "c", "d"}:
-        if not (template_pool / "pool.jsonl").is_file():
-            sys.exit(f"no pool at {template_pool}: run `instraug-plugin pregen "
-                     f"templates/benchmark/{template_name}_train_templates.json --out {template_pool}`")
-        pool_file = instantiate_pool(template_pool, bench, work / "pool")
-        pool_texts = {json.loads(line)["text"] for line in (template_pool / "pool.jsonl").read_text().splitlines()
-                      if line}
-        leaked = [t for ts in heldout_templates.values() for t in ts if t in pool_texts]
-        if leaked:
-            sys.exit(f"held-out wordings found in the pool: {leaked}")
-    else:  # baseline only: the hook still runs (epsilon 1) over a pool of the original templates
-        from instraug_plugin.core.pool import PoolRecord, normalize, write_pool
+    families = {POOL_FAMILY[arm] for arm in args.arms if arm in POOL_FAMILY}
+    if {"h", "d"} & set(args.arms):
+        families.add(args.online_pool)
+    template_pools = {f: template_pool_dir(args, f, heldout_templates) for f in sorted(families)}
+    instantiated = {f: instantiate_pool(template_pools[f], bench, work / f"pool_{f}").parent
+                    for f in families if any(POOL_FAMILY.get(arm) == f for arm in args.arms)}
+    originals = originals_pool(bench, work / "pool_a")
 
-        rows = json.loads((bench / "train.json").read_text(encoding="utf-8"))
-        seeds = {r["messages"][0]["content"]: r["task"] for r in rows}
-        pool_file = write_pool(work / "pool", [PoolRecord(t, f"{t}/{normalize(x)}", x, x) for x, t in seeds.items()], {})
+    def pool_for(arm: str, seed: int) -> Path | None:
+        """The pool an arm trains with at a seed (None for the offline arms: their pool is in the dataset)."""
+        if arm == "a":
+            return originals
+        if arm in ("b", "q", "o"):
+            return instantiated[POOL_FAMILY[arm]]
+        if arm == "h":
+            return held_back_pool(template_pools[args.online_pool], seed, work / f"pool_h_s{seed}")
+        if arm == "d":
+            return template_pools[args.online_pool]
+        return None
+
+    pools = {f: pool_summary(path, train_templates) | {"arms": [a for a in args.arms if POOL_FAMILY.get(a, args.online_pool) == f and a != "a"]}
+             for f, path in template_pools.items()}
     clock.log(f"benchmark ({args.task_set}): {manifest['train_rows']} training rows, {manifest['test_instances']} "
-              f"test instances, {len(manifest['tasks'])} tasks; pool {template_pool} expanded to {pool_file}")
+              f"test instances, {len(manifest['tasks'])} tasks; pools: "
+              + "; ".join(f"{f} {info['path']} ({info['paraphrases']} paraphrases, {info['per_template']} per template)"
+                          for f, info in pools.items()))
 
-    builds: dict[int, str] = {}
-    if "c" in args.arms:
+    builds: dict[tuple[str, int], str] = {}
+    for arm in (a for a in args.arms if a in OFFLINE_ARMS):
         for seed in range(args.seeds):
-            name = f"{DATASET_NAME}_mins_s{seed}"
+            name = f"{DATASET_NAME}_{arm}_s{seed}"
             timings["build"] += run(
                 [str(BIN / "instraug-plugin"), "build", str(bench / "dataset_info.json"), "--name", DATASET_NAME,
-                 "--pool", str(pool_file.parent), "--epsilon", str(args.epsilon), "--seed", str(seed),
-                 "--task-column", "task", "--output-name", name, "--overwrite"], work / f"build_s{seed}.log", env)
+                 "--pool", str(instantiated[POOL_FAMILY[arm]]), "--epsilon", str(args.epsilon), "--seed", str(seed),
+                 "--task-column", "task", "--output-name", name, "--overwrite"], work / f"build_{arm}_s{seed}.log", env)
             rows = json.loads((bench / f"{name}.json").read_text(encoding="utf-8"))
             original = json.loads((bench / "train.json").read_text(encoding="utf-8"))
             changed = sum(r["messages"][0]["content"] != o["messages"][0]["content"] for r, o in zip(rows, original))
-            builds[seed] = name
-            clock.log(f"build (c) seed {seed}: {changed} of {len(rows)} rows reworded")
+            builds[arm, seed] = name
+            clock.log(f"build ({arm}) seed {seed}: {changed} of {len(rows)} rows reworded")
 
     by_seed: dict[str, dict[int, dict[str, dict[str, float]]]] = {arm: {} for arm in args.arms}
     todo: list[tuple[int, str]] = []
@@ -645,8 +967,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         """One arm and seed through `llamafactory-cli train` (a subprocess; runs in a worker thread)."""
         tag = f"{arm}_s{seed}"
         out = work / "train" / tag
-        dataset = builds[seed] if arm == "c" else DATASET_NAME
-        config = train_config(args, model, bench, out, seed, arm, pool_file.parent, dataset, template_pool)
+        dataset = builds.get((arm, seed), DATASET_NAME)
+        config = train_config(args, model, bench, out, seed, arm, pool_for(arm, seed), dataset)
         config_path = work / f"{tag}.yaml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         seconds = run(train_command(config_path), work / f"train_{tag}.log", env)
@@ -656,7 +978,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             loss = f", train loss {json.loads(results.read_text()).get('train_loss', float('nan')):.3f}"
         augmented = ""
         stats_file = out / "instraug_stats.jsonl"
-        if stats_file.is_file() and arm in "bd":
+        if stats_file.is_file() and arm not in ("a", *OFFLINE_ARMS):
             augmented = f", last epoch: {stats_file.read_text().splitlines()[-1]}"
         clock.log(f"train ({arm}) {ARMS[arm]} seed {seed}: {seconds:.0f}s{loss}{augmented}")
         return seconds
@@ -703,33 +1025,44 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tasks: dict[str, list[str]] = defaultdict(list)
     for instance in eval_set["instances"]:
         tasks[instance["task"]].append(instance["id"])
-    kinds = KINDS if args.variants == "both" else ("original",)
-    variants = {kind: [f"{kind}/{i}" for i in range(5)] for kind in kinds}
+    variants = {task: {kind: [f"{kind}/{i}" for i in range(len(spec[kind]))] for kind in KINDS}
+                for task, spec in eval_set["tasks"].items()}
     if args.variants == "original":  # calibration: report original accuracy only
-        variants["heldout"] = variants["original"]
+        variants = {task: {"original": v["original"], "heldout": v["original"]} for task, v in variants.items()}
     arms = {arm: ArmScores(by_seed, dict(tasks), variants) for arm, by_seed in scores.items()}
     stats = two_level_bootstrap(arms, n_resamples=args.bootstrap)
+    precision = power(arms, stats, n_resamples=args.bootstrap)
     per_task = {arm: per_task_means(scores_) for arm, scores_ in arms.items()}
     check = verdict(stats)
+    extra = None
+    if args.extra_heldout:
+        started = time.perf_counter()
+        extra = score_extra_heldout(args, work, bench, model, n_layers, dict(tasks), env, clock)
+        timings["extra held-out eval"] = time.perf_counter() - started
     timings["total"] = clock.elapsed()
+    heldout_counts = sorted({len(v["heldout"]) for v in variants.values()})
     setup = (f"Setup: SmolLM2-135M-Instruct ({args.finetuning_type}"
              f"{f', last {args.trainable_layers} layers' if args.finetuning_type == 'freeze' else ''}), "
              f"template {args.template}, {manifest['train_rows']} training rows ({args.train_per_task} per task), "
-             f"{args.steps} steps of {args.batch_size}, lr {args.learning_rate:g}, epsilon {args.epsilon:g} (arms b, c), "
-             f"{args.seeds} training seeds per arm, {args.test_per_task} test instances per task x "
+             f"{args.steps} steps of {args.batch_size}, lr {args.learning_rate:g}, epsilon {args.epsilon:g} "
+             f"(augmented arms), {args.seeds} training seeds per arm, {args.test_per_task} test instances per task x "
              f"{len(train_templates[next(iter(train_templates))])} original + "
-             f"{len(heldout_templates[next(iter(heldout_templates))])} held-out wordings; preset {args.preset}"
+             f"{'/'.join(map(str, heldout_counts))} held-out wordings; preset {args.preset}"
              f"{'' if args.variants == 'both' else ' (original wordings only)'}.")
-    md = markdown_report(stats, per_task, check, setup, dict(timings))
+    md = markdown_report(stats, per_task, check, setup, dict(timings), pools, precision, extra)
     print("\n" + md)
     plot_summary(stats, work / "robustness_effect.png")
-    summary = {"setup": setup, "stats": stats, "per_task": per_task, "verdict": check,
-               "timings_s": {k: round(v, 1) for k, v in timings.items()},
+    plot_wordings(arms, work / "robustness_effect_wordings.png")
+    if extra:
+        plot_wordings(extra.pop("arm_scores"), work / "robustness_effect_extra_wordings.png", "extra held-out wording")
+    summary = {"setup": setup, "stats": stats, "power": precision, "pools": pools, "per_task": per_task,
+               "wordings": {arm: scores_.wording_means() for arm, scores_ in arms.items()}, "verdict": check,
+               "extra_heldout": extra, "timings_s": {k: round(v, 1) for k, v in timings.items()},
                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-               | {"work": str(work), "model": str(model), "pool": str(template_pool), "task_set": args.task_set}}
+               | {"work": str(work), "model": str(model), "task_set": args.task_set}}
     (work / "robustness_effect.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     (work / "robustness_effect.md").write_text(md, encoding="utf-8")
-    clock.log(f"wrote {work / 'robustness_effect.md'}, .json and .png")
+    clock.log(f"wrote {work / 'robustness_effect.md'}, .json and the plots (.png, _wordings.png)")
     return summary
 
 
