@@ -682,10 +682,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def parse_arms(text: str, parser: argparse.ArgumentParser) -> list[str]:
-    """`a,q,o` -> ["a", "q", "o"]; `abc` (no comma) -> one arm per letter; unknown or repeated arms are refused."""
+    """`a,q,o` -> ["a", "q", "o"]; `abc` (no comma) -> one arm per letter; unknown, repeated or ambiguous
+    ("aqc") arms are refused."""
     arms = [a.strip() for a in text.split(",")] if "," in text else list(text.strip())
     unknown = [a for a in arms if a not in ARMS]
-    if not arms or unknown or len(set(arms)) != len(arms):
+    ambiguous = "," not in text and any(len(name) > 1 and name in text for name in ARMS)  # "aqc": a,qc or a,q,c?
+    if not arms or unknown or ambiguous or len(set(arms)) != len(arms):
         parser.error(f"--arms {text!r}: comma-separated, each once, among {', '.join(ARMS)}")
     return [a for a in ARMS if a in arms]  # a fixed order: a first, so every difference has its baseline
 

@@ -11,19 +11,20 @@ its dataset format (`instraug_plugin.formats`) checks, rewrites and writes the r
 
 from __future__ import annotations
 
+import copy
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from instraug_plugin.core.commit import commit_files
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import DEFAULT_SPEC, PlaceholderSpec
 from instraug_plugin.core.plan import load_plan
 from instraug_plugin.core.pool import Pool
-from instraug_plugin.core.rows import RowChecker
+from instraug_plugin.core.rows import ABNORMAL, RowChecker
 from instraug_plugin.core.sampling import InstructionRewriter
 from instraug_plugin.formats import (
     DATASET_INFO,
@@ -112,37 +113,13 @@ def _output_info(info_path: Path, output_name: str, data_path: Path, overwrite: 
     return info
 
 
-def _write_atomically(files: dict[Path, str], directory: Path) -> None:
-    """Write every file under a temporary name in `directory`, then rename them all into place.
-
-    On any failure the temporary files (and `directory`, if this call created it) are removed, so the
-    output location is left as it was.
-    """
-    created = [] if directory.exists() else [p for p in (directory, *directory.parents) if not p.exists()]
-    temps: list[Path] = []
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        for path, text in files.items():
-            temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            temps.append(temp)
-            temp.write_text(text, encoding="utf-8")
-        for temp, path in zip(temps, files):
-            os.replace(temp, path)
-    except OSError as exc:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
-        for folder in created:
-            if folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()
-        raise InstrAugError(f"{directory}: cannot write the output ({exc.strerror or exc})") from None
-
-
 def build_dataset(
     *, dataset: Path, name: str | None, pools: list[Path], output_dir: Path | None = None,
     output_name: str | None = None, epsilon: float | None = None, plan: Path | None = None, seed: int = 42,
     copies: int = 1,
     all_turns: bool = False, task_column: str | None = None, placeholder_regex: tuple[str, ...] = (),
     scope: str = "template", overwrite: bool = False, skip_invalid: bool = False, media_dir: Path | None = None,
+    keep_abnormal: bool = False,
 ) -> dict[str, Any]:
     """Write `<output_name>.json` and its entry in `<output_dir>/dataset_info.json`; return a summary.
 
@@ -150,7 +127,9 @@ def build_dataset(
     relative media paths start) or the LLaVA json's directory. Nothing is written until every row
     is built; an existing entry or file is replaced only with `overwrite` (an entry only if an
     earlier build wrote it). Rows LLaMA-Factory could not train on (`core.rows`) are an error, or
-    with `skip_invalid` are left out and counted by kind in the summary's `invalid`. Media files are
+    with `skip_invalid` are left out and counted by kind in the summary's `invalid`; rows LLaMA-Factory's
+    converter would skip at training time (roles out of turn, `abnormal`) are left out and counted there
+    too, or with `keep_abnormal` copied unchanged and counted in `abnormal_copied`. Media files are
     looked for in `media_dir` (LLaMA-Factory's `media_dir`), by default the dataset_info.json folder;
     a LLaVA json's are checked only when `media_dir` is given. `scope` (template | all) says
     whether instance-level rows are reworded (`core.pool.scoped_records`). `epsilon` (default 0.5) or
@@ -187,11 +166,22 @@ def build_dataset(
     rewriter = InstructionRewriter(Pool.load(*pools, scope=scope), epsilon, seed, spec, task_epsilon)
     checker = RowChecker(skip_invalid)
     out_rows: list[dict[str, Any]] = []
-    counts: Counter[str] = Counter({"rewritten": 0, "original": 0, "no_entry": 0})
+    counts: Counter[str] = Counter({"rewritten": 0, "original": 0, "no_entry": 0, "abnormal_copied": 0})
     moved = output_dir.resolve() != (media_root or source.root).resolve()
     dataset_format = source.format
     for index, (where, row) in enumerate(rows):
         if not checker.ok(where, dataset_format.problem(row, where, media_root)):
+            continue
+        if not dataset_format.accepts(row, where):
+            if keep_abnormal:
+                for _ in range(copies):
+                    kept = copy.deepcopy(row)
+                    if moved:
+                        dataset_format.absolute_media(kept, media_root or source.root)
+                    out_rows.append(kept)
+                    counts["abnormal_copied"] += 1
+            else:
+                checker.drop(ABNORMAL)
             continue
         task = None if task_column is None else row_task(row, task_column, where)
         for k in range(copies):
@@ -209,7 +199,7 @@ def build_dataset(
         marker |= {"plan": str(plan), "task_epsilon": task_epsilon}
     data, entry = dataset_format.output(out_rows, data_path.name)
     info[output_name] = {**entry, BUILD_MARKER: marker}
-    _write_atomically({data_path: data, info_path: json.dumps(info, ensure_ascii=False, indent=2)}, output_dir)
+    commit_files({data_path: data, info_path: json.dumps(info, ensure_ascii=False, indent=2, allow_nan=False)})
     return {"dataset": output_name, "file": str(data_path), "dataset_info": str(info_path),
             "instances": len(rows) - checker.total, "rows": len(out_rows), "invalid": dict(checker.skipped),
             **counts}

@@ -20,6 +20,8 @@ from instraug_plugin.core.filters import (
     DEFAULT_MIN_FIDELITY,
 )
 from instraug_plugin.core.plan import DEFAULT_FLOOR, DEFAULT_MAX_BUDGET, DEFAULT_STRENGTH
+from instraug_plugin.core.pool import check_pool_output
+from instraug_plugin.core.rows import ABNORMAL
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -298,6 +300,7 @@ def pregen_command(
     if POOL_MANIFEST in ctx.meta:
         _check_rerun(ctx)
     check_output_dir(out, "--out")  # before anything is read or any model loads
+    check_pool_output(out)  # never replace a pool.jsonl / manifest.json this tool did not write
     if limit is not None and limit < 1:
         raise InstrAugError(f"--limit: expected a number >= 1, got {limit}")
     if executor not in ("local", "ray"):
@@ -492,6 +495,7 @@ def build_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file, and an entry an earlier build wrote.")] = False,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Leave out rows LLaMA-Factory cannot train on (no user turn, media count mismatch, missing media file) instead of failing.")] = False,
     media_dir: Annotated[Path | None, typer.Option(help="Where the dataset's media files are (LLaMA-Factory's media_dir; default: the dataset_info.json folder; a LLaVA json's are checked only with this).")] = None,
+    keep_abnormal: Annotated[bool, typer.Option("--keep-abnormal", help="Copy (unchanged) the rows LLaMA-Factory skips at training time (roles out of turn, odd message count) instead of leaving them out.")] = False,
 ) -> None:
     """Write an augmented dataset (same instances, epsilon sampling, K copies) and its dataset_info entry."""
     from instraug_plugin.build import build_dataset
@@ -501,11 +505,18 @@ def build_command(
         epsilon=epsilon if plan is None or _typed(ctx, "epsilon") else None, plan=plan, seed=seed, copies=copies,
         all_turns=all_turns, task_column=task_column,
         placeholder_regex=tuple(placeholder_regex or ()), scope=scope, overwrite=overwrite, skip_invalid=skip_invalid,
-        media_dir=media_dir,
+        media_dir=media_dir, keep_abnormal=keep_abnormal,
     )
-    invalid = summary["invalid"]
+    invalid = dict(summary["invalid"])
+    abnormal = invalid.pop(ABNORMAL, 0)
     skipped = (f"; skipped {sum(invalid.values())} invalid row(s): "
                + ", ".join(f"{n} {kind}" for kind, n in invalid.items())) if invalid else ""
+    if abnormal:
+        skipped += (f"; left out {abnormal} row(s) LLaMA-Factory would skip at training time (roles out of turn or "
+                    "an odd message count; --keep-abnormal copies them)")
+    if summary["abnormal_copied"]:
+        skipped += (f"; copied {summary['abnormal_copied']} row(s) unchanged that LLaMA-Factory will skip at "
+                    "training time (--keep-abnormal)")
     print(
         f"wrote {summary['rows']} rows ({summary['rewritten']} rewritten, {summary['original']} original, "
         f"{summary['no_entry']} without pool entry) to {summary['file']}; "

@@ -251,7 +251,7 @@ CASES = [
          lambda t: then(build_args(t, "--output-dir", t / "o"), write(t / "o" / "dataset_info.json", "[1]")),
          r"o/dataset_info\.json: expected a JSON object"),
     Case("build-output-dir-read-only",  # issue reproduction (was a traceback)
-         lambda t: build_args(t, "--output-dir", readonly_dir(t) / "out"), r"cannot write the output"),
+         lambda t: build_args(t, "--output-dir", readonly_dir(t) / "out"), r"cannot write \(.*\); nothing was changed"),
     Case("build-output-dir-is-a-file",
          lambda t: then(build_args(t, "--output-dir", t / "f"), write(t / "f", "x")),
          r"--output-dir: .*f exists and is not a directory"),
@@ -324,9 +324,9 @@ CASES = [
          lambda t: then(["make-benchmark", t / "b", "--test-per-task", 1], write(t / "b" / "dataset_info.json", "{")),
          r"b/dataset_info\.json: not valid JSON"),
     Case("benchmark-test-per-task-zero", lambda t: ["make-benchmark", t / "b", "--test-per-task", 0], r"test_per_task >= 1"),
-    Case("benchmark-image-size-too-small", lambda t: ["make-benchmark", t / "b", "--image-size", 8], r"image_size >= 32"),
+    Case("benchmark-image-size-too-small", lambda t: ["make-benchmark", t / "b", "--image-size", 8], r"image_size in \[32, 2048\]; got .*8"),
     Case("benchmark-read-only", lambda t: ["make-benchmark", readonly_dir(t) / "b", "--test-per-task", 1],
-         r"cannot write the benchmark"),
+         r"cannot write \(.*\); nothing was changed"),
     # ------------------------------------------------------------ pregen
     Case("pregen-direct-prompts-above-five",  # issue reproduction (was silently 5)
          lambda t: ["pregen", templates(t), "--out", t / "p", "--direct-prompts", 6],
@@ -385,6 +385,34 @@ CASES = [
     Case("pregen-option-of-another-backend",
          lambda t: ["pregen", templates(t), "--out", t / "p", "--backend", "openai", "--quantization-bits", 4,
                     "--min-fidelity", 0], r"--quantization-bits does not apply to the openai backend"),
+    Case("pregen-negative-temperature",  # issue reproduction (ran and was recorded)
+         lambda t: ["pregen", templates(t), "--out", t / "p", "--temperature", -1], r"--temperature/--temperatures: expected a number in \[0, 5\], got -1"),
+    Case("pregen-temperatures-inf", lambda t: ["pregen", templates(t), "--out", t / "p", "--strategy", "multi_temperature",
+                                               "--temperatures", "0.5,inf"], r"--temperature/--temperatures: .*got inf"),
+    Case("pregen-top-p-nan",  # issue reproduction (NaN went into manifest.json)
+         lambda t: ["pregen", templates(t), "--out", t / "p", "--top-p", "nan"], r"--top-p: expected a number in \(0, 1\], got nan"),
+    Case("pregen-top-p-zero", lambda t: ["pregen", templates(t), "--out", t / "p", "--top-p", 0], r"--top-p: expected a number in \(0, 1\]"),
+    Case("pregen-length-slack-nan", lambda t: ["pregen", templates(t), "--out", t / "p", "--length-slack", "nan"],
+         r"--length-slack: expected a number >= 0, got nan"),
+    Case("pregen-near-duplicate-above-one", lambda t: ["pregen", templates(t), "--out", t / "p", "--near-duplicate", 1.5],
+         r"--near-duplicate: expected a number in \[0, 1\], got 1.5"),
+    Case("pregen-template-task-twice",  # issue reproduction (the first list was dropped silently)
+         lambda t: ["pregen", write(t / "dup.json", '{"t": ["Describe the {object}."], "t": ["Name the {object}."]}'),
+                    "--out", t / "p"], r"dup\.json: the key 't' is given twice"),
+    Case("pregen-yaml-config-key-twice",  # issue reproduction (the last value was taken)
+         lambda t: pregen_config(t, "source: {templates}\nmin_fidelity: 0.5\nmin_fidelity: 0.6\n"),
+         r"pregen\.yaml: the key 'min_fidelity' is given twice \(line 3\)"),
+    Case("pregen-json-template-nan", lambda t: ["pregen", write(t / "nan.json", '{"t": ["Name the {object}."], "n": NaN}'),
+                                                "--out", t / "p"], r"nan\.json: NaN is not valid JSON"),
+    Case("pregen-out-holds-a-foreign-manifest",  # issue reproduction (a make-benchmark folder was overwritten)
+         lambda t: ["pregen", templates(t), "--out", then(t / "b", write(t / "b" / "manifest.json", {"seed": 0}),
+                                                          write(t / "b" / "pool.jsonl", "{}\n"))],
+         r"b/manifest\.json: not a pool manifest written by instraug-plugin .*choose another --out"),
+    Case("pregen-out-holds-a-pool-without-manifest",
+         lambda t: ["pregen", templates(t), "--out", then(t / "b", write(t / "b" / "pool.jsonl", "{}\n"))],
+         r"b/pool\.jsonl: exists without the manifest\.json pregen writes"),
+    Case("make-benchmark-huge-image",  # issue reproduction (was "unexpected MemoryError (a bug)")
+         lambda t: ["make-benchmark", t / "bench", "--image-size", 100000], r"image_size in \[32, 2048\]; got .*100000"),
     Case("pregen-min-fidelity-out-of-range", lambda t: ["pregen", templates(t), "--out", t / "p", "--min-fidelity", 2],
          r"--min-fidelity must be in \[0, 1\]"),
     Case("pregen-config-key-typo", lambda t: pregen_config(t, "source: {templates}\nmin-fidelty: 0.8\n"),
@@ -806,3 +834,59 @@ def test_training_with_a_pool_that_matches_nothing_fails_before_training(tmp_pat
     assert re.match(r"instraug: error: instraug_pool: .* has no paraphrase for any of the \d+ training "
                     r"instructions \(first unmatched: ", last), last
     assert "Traceback" not in result.stderr and not (tmp_path / "run" / "adapter_model.safetensors").exists()
+
+
+# ------------------------------------------------ rows LLaMA-Factory skips ("abnormal"), counted everywhere
+
+ABNORMAL_ROW = {"messages": [user("<image>What color is the shape?"), user("And its size?"), assistant("Red.")],
+                "images": ["img.png"]}
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_build_leaves_out_rows_llamafactory_skips_and_says_so(keep: bool, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue reproduction: a sharegpt row with two user turns in a row was copied and counted as written."""
+    info = dataset(tmp_path, [GOOD_ROW, ABNORMAL_ROW, GOOD_ROW])
+    args = ["build", info, "--name", "d", "--pool", DEMO_POOL, "--output-dir", tmp_path / "out"]
+    code, out, err = run_cli([*args, "--keep-abnormal"] if keep else args, capsys)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "out" / "d_instraug.json").read_text())
+    if keep:
+        assert len(rows) == 3 and rows[1] == ABNORMAL_ROW | {"images": [str((tmp_path / "ds" / "img.png").resolve())]}
+        assert "wrote 3 rows" in out and "copied 1 row(s) unchanged that LLaMA-Factory will skip" in out
+    else:
+        assert len(rows) == 2 and "wrote 2 rows" in out
+        assert "left out 1 row(s) LLaMA-Factory would skip at training time" in out
+
+
+def test_pregen_counts_rows_llamafactory_skips(tmp_path: Path) -> None:
+    from instraug_plugin.inputs import load_seed_set
+
+    info = dataset(tmp_path, [GOOD_ROW, ABNORMAL_ROW])
+    seeds = load_seed_set(info, dataset="d", strip_media=True)
+    assert seeds.invalid_rows == {"abnormal": 1} and len(seeds.seeds) == 1
+
+
+# ------------------------------------------------ eval names the file a model folder lacks
+
+@pytest.mark.parametrize(("files", "adapter_base", "message"), [
+    ({"config.json": "{}", "model.safetensors": "x"}, None,  # issue reproduction (stopped at "...from one of:")
+     r"m: no tokenizer files \(tokenizer\.json, tokenizer\.model, vocab\.json, tokenizer_config\.json\)"),
+    ({"config.json": "{}", "tokenizer.json": "{}"}, None, r"m: no model weights"),
+    ({"tokenizer.json": "{}"}, None, r"m: no config\.json \(not a model folder\)"),
+    ({}, "base", r"m: LoRA adapter without its weights \(adapter_model\.safetensors or adapter_model\.bin\)"),
+])
+def test_resolve_model_names_the_missing_file(files: dict[str, str], adapter_base: str | None, message: str,
+                                              tmp_path: Path) -> None:
+    """Issue reproduction: a LoRA folder without its weights reported a hub download error."""
+    from instraug_plugin.integrations.llamafactory.generator import resolve_model
+
+    for name, text in files.items():
+        write(tmp_path / "m" / name, text)
+    if adapter_base is not None:
+        base = tmp_path / adapter_base
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            write(base / name, "{}")
+        write(tmp_path / "m" / "adapter_config.json", {"base_model_name_or_path": str(base)})
+    with pytest.raises(InstrAugError, match=message):
+        resolve_model(str(tmp_path / "m"), template="chatml")

@@ -95,7 +95,7 @@ def test_openai_pregen_reads_the_user_turns_as_llamafactory_aligns_them(tmp_path
         ("tools/0", "What is the weather in Paris?"),
         ("tools/1", "Should I take an umbrella?"),
     ]
-    assert seed_set.skipped_rows == 1  # the row LLaMA-Factory skips
+    assert seed_set.invalid_rows == {"abnormal": 1} and seed_set.skipped_rows == 0  # the row LLaMA-Factory skips
     assert [s.text for s in load_seeds(info, dataset="chat")] == [
         "<image>Describe the picture.", "What is the weather in Paris?"]
 
@@ -131,9 +131,12 @@ def test_openai_build_rewrites_only_user_turns_and_llamafactory_reads_what_the_h
     draws = {turn: [choose(seed, k, 1, turn, 4, 0.0) for k in range(copies)] for turn in (4, 5)}
     assert draws[4] != draws[5]
 
+    left_out = build_dataset(dataset=data, name="chat", pools=[pool], epsilon=0.0, seed=seed, copies=copies,
+                             all_turns=True, output_dir=tmp_path / "default")
+    assert left_out["invalid"] == {"abnormal": 1} and left_out["rows"] == copies * (len(OPENAI_ROWS) - 1)
     summary = build_dataset(dataset=data, name="chat", pools=[pool], epsilon=0.0, seed=seed, copies=copies,
-                            all_turns=True)
-    assert (summary["rewritten"], summary["no_entry"]) == (4, 2)
+                            all_turns=True, keep_abnormal=True)  # the row LLaMA-Factory skips, copied unchanged
+    assert (summary["rewritten"], summary["no_entry"], summary["abnormal_copied"]) == (4, 0, 2)
     built = json.loads(Path(summary["file"]).read_text())
     assert len(built) == copies * len(OPENAI_ROWS)
     for i, row in enumerate(built):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 from types import ModuleType
@@ -177,7 +178,7 @@ def test_instantiate_pool_fills_fields(bench: Path, tmp_path: Path) -> None:
 def _arm(script: ModuleType, by_seed_scores: list[dict[str, float]]) -> object:
     """An ArmScores over 2 tasks x 4 instances; by_seed_scores maps variant -> score (same for all instances)."""
     tasks = {"t1": ["t1/0", "t1/1", "t1/2", "t1/3"], "t2": ["t2/0", "t2/1", "t2/2", "t2/3"]}
-    variants = {kind: [f"{kind}/{i}" for i in range(5)] for kind in ("original", "heldout")}
+    variants = {task: {kind: [f"{kind}/{i}" for i in range(5)] for kind in ("original", "heldout")} for task in tasks}
     by_seed = [{i: dict(scores) for ids in tasks.values() for i in ids} for scores in by_seed_scores]
     return script.ArmScores(by_seed, tasks, variants)
 
@@ -219,18 +220,92 @@ def test_markdown_report_states_verdict() -> None:
     per_task = {name: script.per_task_means(a) for name in "abc"}
     md = script.markdown_report(stats, per_task, script.verdict(stats), "setup", {"total": 1.0})
     assert "| b-a |" in md and "| b-c |" in md and "| c-a |" in md
-    assert "**Target NOT MET.**" in md and "meets the 80% criterion" in md
+    assert "**Target (pool b) NOT MET.**" in md and "meets the 80% criterion" in md
 
 
 def test_presets_keep_every_arm_on_the_same_steps() -> None:
     script = _script()
-    args = script.parse_args(["--preset", "cpu"])
-    assert args.seeds >= 3 and args.test_per_task >= 40 and args.arms == "abc"
-    configs = [script.train_config(args, Path("m"), Path("b"), Path("o"), 0, arm, Path("p"),
-                                   "d_mins" if arm == "c" else "d") for arm in "abc"]
-    assert {c["max_steps"] for c in configs} == {args.steps}
-    assert configs[0]["instraug_epsilon"] == 1.0 and configs[1]["instraug_epsilon"] == args.epsilon
-    assert "instraug_mode" not in configs[2] and configs[2]["dataset"] == "d_mins"
+    args = script.parse_args(["--preset", "cpu", "--arms", "a,b,c,q,qc,o,h,d"])
+    assert args.seeds >= 5 and args.test_per_task >= 40 and script.parse_args([]).arms == ["a", "q", "o"]
+    configs = {arm: script.train_config(args, Path("m"), Path("b"), Path("o"), 0, arm,
+                                        None if arm in script.OFFLINE_ARMS else Path(f"pool_{arm}"),
+                                        f"d_{arm}" if arm in script.OFFLINE_ARMS else "d") for arm in args.arms}
+    assert {c["max_steps"] for c in configs.values()} == {args.steps}
+    assert configs["a"]["instraug_epsilon"] == 1.0
+    for arm in ("b", "q", "o", "h", "d"):
+        assert configs[arm]["instraug_epsilon"] == args.epsilon and configs[arm]["instraug_pool"] == f"pool_{arm}"
+    for arm in ("c", "qc"):
+        assert "instraug_mode" not in configs[arm] and configs[arm]["dataset"] == f"d_{arm}"
+    assert configs["d"]["instraug_adaptive"] is True and "instraug_adaptive" not in configs["h"]
+
+
+@pytest.mark.parametrize(("text", "arms"), [("abc", ["a", "b", "c"]), ("o,a,q", ["a", "q", "o"]),
+                                            ("a,qc,q", ["a", "q", "qc"]), ("a, h ,d", ["a", "h", "d"])])
+def test_arms_parse_in_a_fixed_order(text: str, arms: list[str]) -> None:
+    assert _script().parse_args(["--arms", text]).arms == arms
+
+
+@pytest.mark.parametrize("text", ["", "a,x", "a,a", "aqc"])
+def test_arms_refused(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _script().parse_args(["--arms", text])
+    assert "--arms" in capsys.readouterr().err
+
+
+def test_hold_back_arm_trains_on_what_the_online_loop_trains_on(tmp_path: Path) -> None:
+    """Arm h: the online pool minus the development wordings the online loop (d) holds back at that seed."""
+    from instraug_plugin.core.devsplit import split_dev
+    from instraug_plugin.core.pool import read_records, scoped_records
+
+    script = _script()
+    pool = POOLS / "positions_train_qwen"
+    for seed in (0, 3):
+        out = script.held_back_pool(pool, seed, tmp_path / f"h{seed}")
+        expected = split_dev(scoped_records(pool), 0.2, seed)
+        assert [r.id for r in read_records(out)] == [r.id for r in expected.train.records]
+        assert expected.dev.records and not {r.id for r in expected.dev.records} & {r.id for r in read_records(out)}
+
+
+def test_pool_summary_counts_paraphrases_per_training_template() -> None:
+    script = _script()
+    train, _ = scene_templates("positions")
+    hand = script.pool_summary(POOLS / "positions_train_hand", train)
+    assert hand["paraphrases"] == 200 and hand["per_template"] == "10 / 10 / 10" and hand["new_word_share"] > 0.5
+    v2 = script.pool_summary(COMMITTED_POOL, train)
+    assert v2["per_template"].startswith("0 / ")  # a template without a paraphrase counts as 0
+
+
+def test_power_figures_for_a_paired_difference() -> None:
+    """Per-seed paired differences, their SD, and the seeds projected for +-4 points."""
+    script = _script()
+    original = {f"original/{i}": 1.0 for i in range(5)}
+    def heldout(k: int) -> dict[str, float]:
+        return {**original, **{f"heldout/{i}": float(i < k) for i in range(5)}}
+    a = _arm(script, [heldout(2), heldout(2), heldout(2)])
+    o = _arm(script, [heldout(5), heldout(2), heldout(4)])  # per seed +60, 0, +40 points
+    stats = script.two_level_bootstrap({"a": a, "o": o}, n_resamples=200)
+    power = script.power({"a": a, "o": o}, stats, n_resamples=200)["o-a"]
+    assert power["per_seed_heldout_acc"] == [60.0, 0.0, 40.0]
+    assert power["seed_sd"] == pytest.approx(30.55, abs=0.01)
+    assert power["half_width_instances_only"] == 0  # every instance scores alike: only seeds vary
+    assert power["half_width"] > 4 and power["seeds_for_target"] > 3
+    assert power["seeds_for_target"] == math.ceil(3 * (power["half_width"] / 4) ** 2)
+
+
+def test_verdict_reports_the_product_promise() -> None:
+    """With q, qc and o: q-a above 0, Sensitivity down >= 30%, q-qc not below 0, (q-a)/(o-a) >= 0.8."""
+    script = _script()
+    original = {f"original/{i}": 1.0 for i in range(5)}
+    def heldout(k: int) -> dict[str, float]:
+        return {**original, **{f"heldout/{i}": float(i < k) for i in range(5)}}
+    arms = {"a": _arm(script, [heldout(2)] * 2), "q": _arm(script, [heldout(4)] * 2),
+            "qc": _arm(script, [heldout(4)] * 2), "o": _arm(script, [heldout(5)] * 2)}
+    check = script.verdict(script.two_level_bootstrap(arms, n_resamples=20))
+    promise = check["promise"]
+    assert promise["share_of_upper_bound"] == pytest.approx(40 / 60) and not promise["share_target_met"]
+    assert promise["heldout_gain_target_met"] and promise["on_the_fly_target_met"] and not check["target_met"]
+    arms["o"] = arms["q"]
+    assert script.verdict(script.two_level_bootstrap(arms, n_resamples=20))["target_met"]
 
 
 def test_online_arm_steers_on_its_own_instances_without_test_wordings(tmp_path: Path) -> None:
@@ -238,7 +313,7 @@ def test_online_arm_steers_on_its_own_instances_without_test_wordings(tmp_path: 
     carries the original templates only (the test wordings never reach training)."""
     script = _script()
     args = script.parse_args(["--preset", "cpu", "--arms", "abd"])
-    config = script.train_config(args, Path("m"), tmp_path, Path("o"), 1, "d", Path("p"), "d", Path("tpl"))
+    config = script.train_config(args, Path("m"), tmp_path, Path("o"), 1, "d", Path("tpl"), "d")
     assert config["instraug_adaptive"] is True and config["instraug_pool"] == "tpl"
     assert config["instraug_epsilon"] == args.epsilon and config["instraug_seed"] == 1
     assert config["instraug_eval_set"] == str(tmp_path / "dev.json") and config["max_steps"] == args.steps
@@ -252,17 +327,44 @@ def test_online_arm_steers_on_its_own_instances_without_test_wordings(tmp_path: 
     assert sum(json.dumps(i["fields"], sort_keys=True) in scenes for i in dev["instances"]) < len(dev["instances"]) / 4
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    ("{", r"not a JSON file"),
+    ('["a"]', r"expected a JSON object"),
+    ('{"nope": ["Say it."]}', r"unknown task\(s\) nope \(known: scene_count"),
+    ('{"scene_count": []}', r"scene_count: expected a non-empty list of non-empty strings"),
+    ('{"scene_count": ["  "]}', r"scene_count: expected a non-empty list"),
+    ('{"first_shape": ["Which {shape} leads?"]}', r"first_shape: .* has a placeholder the task's instances do not fill"),
+])
+def test_extra_heldout_file_is_checked(content: str, message: str, bench: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "extra.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        _script().load_extra_heldout(path, bench)
+    assert str(path) in str(exit_info.value) and re.search(message, str(exit_info.value))
+
+
+def test_extra_heldout_file_is_read(bench: Path, tmp_path: Path) -> None:
+    path = tmp_path / "extra.json"
+    path.write_text(json.dumps({"scene_count": ["How many, all told?"], "first_shape": ["Opening form?", "Lead form?"]}))
+    assert _script().load_extra_heldout(path, bench) == {"scene_count": ["How many, all told?"],
+                                                         "first_shape": ["Opening form?", "Lead form?"]}
+
+
 @pytest.mark.slow
 def test_smoke_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The smallest configuration: 1 seed, a few steps and instances, all three arms, real training and eval."""
+    """The smallest configuration: 1 seed, a few steps and instances, arms a, b, c, real training and eval;
+    then --resume --extra-heldout scores the kept models on other wordings without training again."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     script = _script()
-    summary = script.main(["--preset", "smoke", "--work", str(tmp_path), "--bootstrap", "20"])
+    summary = script.main(["--preset", "smoke", "--work", str(tmp_path), "--bootstrap", "20", "--arms", "abc",
+                           "--keep-models"])
     assert set(summary["stats"]["arms"]) == {"a", "b", "c"}
     assert set(summary["stats"]["differences"]) == {"b-a", "c-a", "b-c"}
-    for name in ("robustness_effect.md", "robustness_effect.json", "robustness_effect.png"):
+    for name in ("robustness_effect.md", "robustness_effect.json", "robustness_effect.png",
+                 "robustness_effect_wordings.png"):
         assert (tmp_path / name).is_file()
-    built = json.loads((tmp_path / "bench" / "instraug_scenes_train_mins_s0.json").read_text())
+    built = json.loads((tmp_path / "bench" / "instraug_scenes_train_c_s0.json").read_text())
     assert summary["args"]["task_set"] == "positions"
     original = json.loads((tmp_path / "bench" / "train.json").read_text())
     assert len(built) == len(original)
@@ -272,6 +374,18 @@ def test_smoke_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     for arm in "abc":
         predictions = (tmp_path / "eval" / f"{arm}_s0" / "predictions.jsonl").read_text().splitlines()
         assert len(predictions) == 2 * len(TASKS) * 10
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps({"scene_count": ["Shapes, total?", "Count them all."], "last_shape": ["Closing form?"]}))
+    trained = {p: p.stat().st_mtime for p in (tmp_path / "train").rglob("*.safetensors")}
+    again = script.main(["--preset", "smoke", "--work", str(tmp_path), "--bootstrap", "20", "--arms", "abc",
+                         "--resume", "--extra-heldout", str(extra)])
+    assert {p: p.stat().st_mtime for p in (tmp_path / "train").rglob("*.safetensors")} == trained  # no retraining
+    assert set(again["extra_heldout"]["stats"]["arms"]) == {"a", "b", "c"}
+    rows = [json.loads(line) for line in (tmp_path / "eval_extra" / "b_s0" / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 * 2 + 2 * 1  # 2 test instances per task x (2 + 1) wordings
+    assert {r["variant"] for r in rows} == {"heldout/0", "heldout/1"}
+    assert (tmp_path / "robustness_effect_extra_wordings.png").is_file()
+    assert "## Extra held-out wordings" in (tmp_path / "robustness_effect.md").read_text()
 
 
 def test_resume_reuses_evaluated_arms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -288,7 +402,7 @@ def test_resume_reuses_evaluated_arms(tmp_path: Path, monkeypatch: pytest.Monkey
                  "answers": i["answers"], "score": 1.0 if kind == "original" or v < 4 or heldout else 0.0}
                 for i in instances for kind in ("original", "heldout") for v in range(5)]
         (out / "predictions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    summary = script.main(["--preset", "smoke", "--work", str(tmp_path), "--resume", "--bootstrap", "20"])
+    summary = script.main(["--preset", "smoke", "--work", str(tmp_path), "--resume", "--bootstrap", "20", "--arms", "abc"])
     assert not (tmp_path / "train").exists()
     assert summary["stats"]["differences"]["b-a"]["heldout_acc"]["estimate"] == pytest.approx(20)
     assert summary["stats"]["arms"]["b"]["heldout_sens"]["estimate"] == 0

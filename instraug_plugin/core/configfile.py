@@ -15,10 +15,27 @@ from typing import Any
 import yaml
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.jsonfile import DuplicateKeyError, loads_json
 from instraug_plugin.core.pool import POOL_FORMAT
 
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 OPTIONS_KEY = "options"  # where a pool manifest records every option of the pregen run that wrote it
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a mapping giving a key twice is a DuplicateKeyError (PyYAML keeps the
+    last value silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                error = DuplicateKeyError(key)
+                error.where = f" (line {key_node.start_mark.line + 1})"  # type: ignore[attr-defined]
+                raise error
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def read_mapping_file(path: Path, kind: str, entries: str) -> dict[str, Any]:
@@ -32,11 +49,15 @@ def read_mapping_file(path: Path, kind: str, entries: str) -> dict[str, Any]:
         raise InstrAugError(f"{kind} not found: {path}")
     try:
         text = path.read_text(encoding="utf-8")
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = loads_json(text) if path.suffix == ".json" else yaml.load(text, Loader=UniqueKeyLoader)
     except UnicodeDecodeError:
         raise InstrAugError(f"{path}: not a UTF-8 text file") from None
+    except DuplicateKeyError as exc:
+        raise InstrAugError(f"{path}: {exc}{getattr(exc, 'where', '')}") from None
     except json.JSONDecodeError as exc:
         raise InstrAugError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:  # NaN / Infinity in a .json file
+        raise InstrAugError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""

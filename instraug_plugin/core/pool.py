@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from instraug_plugin.core.commit import commit_files
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.jsonfile import read_json_object
 
@@ -97,18 +98,38 @@ class PoolRecord:
 
 
 def write_pool(directory: Path, records: Iterable[PoolRecord], manifest: dict[str, Any]) -> Path:
-    """Write `pool.jsonl` and `manifest.json` atomically (temp file + rename)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    pool_path = directory / POOL_FILE
-    tmp = pool_path.with_suffix(".jsonl.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    """Write `pool.jsonl` and `manifest.json` together (`commit_files`: both new, or both as they were).
+    The manifest is strict JSON: a NaN or infinity in it is an error, not a `NaN` token."""
+    records = list(records)
+    try:
+        manifest_text = json.dumps(manifest, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise InstrAugError(f"{directory / MANIFEST_FILE}: {exc} (a NaN or infinite option value?)") from None
+
+    def write_records(fh: Any) -> None:
         for record in records:
             fh.write(json.dumps(record.to_json(), ensure_ascii=False) + "\n")
-    tmp.replace(pool_path)
-    manifest_tmp = directory / (MANIFEST_FILE + ".tmp")
-    manifest_tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-    manifest_tmp.replace(directory / MANIFEST_FILE)
+
+    pool_path = directory / POOL_FILE
+    commit_files({pool_path: write_records, directory / MANIFEST_FILE: manifest_text})
     return pool_path
+
+
+def check_pool_output(directory: Path) -> None:
+    """Refuse an output folder whose `pool.jsonl` / `manifest.json` were not written by this tool (the
+    manifest's `format` marks its own), so pregen never replaces someone else's files."""
+    manifest_path, pool_path = directory / MANIFEST_FILE, directory / POOL_FILE
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            manifest = None
+        if not (isinstance(manifest, dict) and manifest.get("format") == POOL_FORMAT):
+            raise InstrAugError(f"{manifest_path}: not a pool manifest written by instraug-plugin (no \"format\": "
+                                f"\"{POOL_FORMAT}\"); it is never replaced: choose another --out")
+    elif pool_path.exists():
+        raise InstrAugError(f"{pool_path}: exists without the manifest.json pregen writes beside it; it is never "
+                            "replaced: choose another --out")
 
 
 def _pool_file(path: Path) -> Path:

@@ -21,7 +21,10 @@ from instraug_plugin.core.errors import InstrAugError
 NO_USER_TURN = "no_user_turn"
 MEDIA_COUNT = "media_count"
 MISSING_MEDIA = "missing_media"
-PROBLEM_KINDS = (NO_USER_TURN, MEDIA_COUNT, MISSING_MEDIA)
+# a row LLaMA-Factory's converter skips at training time ("Skipping this abnormal example": roles out of turn,
+# a message count of the wrong parity); never an error, always left out and counted
+ABNORMAL = "abnormal"
+PROBLEM_KINDS = (NO_USER_TURN, MEDIA_COUNT, MISSING_MEDIA, ABNORMAL)
 MEDIA_KINDS = ("images", "videos", "audios")
 # LLaMA-Factory's placeholders and the environment variables that override them (extras/constants.py).
 _PLACEHOLDER_ENV = {"images": ("IMAGE_PLACEHOLDER", "<image>"), "videos": ("VIDEO_PLACEHOLDER", "<video>"),
@@ -90,6 +93,10 @@ class RowChecker:
             raise InstrAugError(f"{where}: {problem[1]} (fix the row, or pass {self.hint} to skip invalid rows)")
         self.skipped[problem[0]] += 1
         return False
+
+    def drop(self, kind: str) -> None:
+        """Count a row that is left out whatever `skip_invalid` says (LLaMA-Factory skips it too)."""
+        self.skipped[kind] += 1
 
     @property
     def total(self) -> int:

@@ -14,13 +14,13 @@ A template without `<image>` gets one `<image>` per image in front, as LLaMA-Fac
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
+from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import fill_template
 from instraug_plugin.evaluation.metrics import get_metric
 
@@ -171,10 +171,7 @@ def load_eval_set(
         raise InstrAugError(f"evaluation set not found: {path}")
     if variants not in VARIANT_CHOICES:
         raise InstrAugError(f"variants must be one of {', '.join(VARIANT_CHOICES)}, got {variants!r}")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InstrAugError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    raw = read_json(path)
     if not isinstance(raw, dict) or raw.get("format") != EVAL_FORMAT:
         raise InstrAugError(f"{path}: not an evaluation set (expected \"format\": \"{EVAL_FORMAT}\")")
     raw_tasks = raw.get("tasks")

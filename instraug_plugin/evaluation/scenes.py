@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from instraug_plugin.core.commit import commit_files
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.placeholders import fill_template
 from instraug_plugin.evaluation.evalset import EVAL_FORMAT
@@ -161,7 +162,6 @@ def make_scenes_benchmark(out_dir: Path, *, seed: int = 0, train_per_task: int =
         raise InstrAugError(f"unknown task set {task_set!r} (known: {', '.join(TASK_SETS)})")
     tasks = TASK_SETS[task_set]
     train_templates, heldout_templates = scene_templates(task_set)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     instances: list[dict[str, Any]] = []
     for split, count in (("train", train_per_task), ("test", test_per_task)):
@@ -203,7 +203,7 @@ def make_scenes_benchmark(out_dir: Path, *, seed: int = 0, train_per_task: int =
         }
     }
     manifest = {"seed": seed, "task_set": task_set, "tasks": list(tasks), "train_rows": len(rows), "test_instances": len(instances)}
-    for name, data in (("train.json", rows), ("eval.json", eval_set), ("dataset_info.json", dataset_info),
-                       ("manifest.json", manifest)):
-        (out_dir / name).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    commit_files({out_dir / name: json.dumps(data, indent=1, ensure_ascii=False)
+                  for name, data in (("train.json", rows), ("eval.json", eval_set),
+                                     ("dataset_info.json", dataset_info), ("manifest.json", manifest))})
     return manifest

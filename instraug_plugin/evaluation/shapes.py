@@ -12,10 +12,9 @@ that a small pretrained language model can learn on CPU in minutes.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import random
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from instraug_plugin.core.commit import commit_files
 from instraug_plugin.core.errors import InstrAugError
 from instraug_plugin.core.jsonfile import read_json
 from instraug_plugin.core.placeholders import fill_template
@@ -32,6 +32,7 @@ from instraug_plugin.resources import templates_dir
 DATASET_NAME = "instraug_shapes_train"
 BENCHMARK_MARKER = "instraug_benchmark"  # in the dataset_info entry make-benchmark writes
 OUTPUTS = ("train.json", "eval.json", "manifest.json", "images")  # replaced only with overwrite
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 2048  # pixels per side
 TASK_METRICS = {
     "shape_count": "exact_match",
     "shape_color": "vqa_accuracy",
@@ -205,37 +206,42 @@ def make_benchmark(
     description, a newline, then the instruction (`SCENE_PREFIX`; the description is field `scene`).
 
     An existing `dataset_info.json` keeps its other entries; an existing file or `images/` folder is
-    replaced only with `overwrite`, the `instraug_shapes_train` entry only if make-benchmark wrote it.
-    Everything is written to a staging folder first and moved into place when complete.
+    replaced only with `overwrite`, the `instraug_shapes_train` entry only if make-benchmark wrote it; in
+    `images/` only the files make-benchmark names (`<task>-NNNNN.png`) are replaced or removed, others stay.
+    All files are committed together (`commit_files`): the folder is either the new benchmark or as it was.
     """
-    if train_per_task < 0 or test_per_task < 1 or image_size < 32:
-        raise InstrAugError("need train_per_task >= 0, test_per_task >= 1 and image_size >= 32")
+    if train_per_task < 0 or test_per_task < 1 or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise InstrAugError(f"need train_per_task >= 0, test_per_task >= 1 and image_size in "
+                            f"[{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}]; got {train_per_task}, {test_per_task}, {image_size}")
     info = _existing_info(out_dir, overwrite)
     train_templates, heldout_templates = benchmark_templates()
     prefix = SCENE_PREFIX if text_scenes else "<image>"
-    final_dir, out_dir = out_dir, _staging_dir(out_dir)
-    try:
-        manifest = _draw(out_dir, info, seed=seed, train_per_task=train_per_task, test_per_task=test_per_task,
-                         image_size=image_size, text_scenes=text_scenes, prefix=prefix,
-                         templates=(train_templates, heldout_templates))
-        _publish(out_dir, final_dir)
-    except OSError as exc:
-        raise InstrAugError(f"{final_dir}: cannot write the benchmark ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+    files: dict[Path, str | bytes] = {}
+    manifest = _draw(out_dir, files, info, seed=seed, train_per_task=train_per_task, test_per_task=test_per_task,
+                     image_size=image_size, text_scenes=text_scenes, prefix=prefix,
+                     templates=(train_templates, heldout_templates))
+    stale = [path for path in _own_images(out_dir) if path not in files]
+    commit_files(files)
+    for path in stale:  # images an earlier make-benchmark wrote that this one does not; a user's own files stay
+        path.unlink(missing_ok=True)
     return manifest
 
 
-def _draw(out_dir: Path, info: dict[str, Any], *, seed: int, train_per_task: int, test_per_task: int,
+def _own_images(out_dir: Path) -> list[Path]:
+    """The image files under `out_dir/images/` named the way make-benchmark names them."""
+    names = {f"{task}-" for task in TASKS}
+    return [path for split in ("train", "test") for path in sorted((out_dir / "images" / split).glob("*-[0-9][0-9][0-9][0-9][0-9].png"))
+            if path.name[: -len("00000.png")] in names]
+
+
+def _draw(out_dir: Path, files: dict[Path, str | bytes], info: dict[str, Any], *, seed: int, train_per_task: int, test_per_task: int,
           image_size: int, text_scenes: bool, prefix: str,
           templates: tuple[dict[str, list[str]], dict[str, list[str]]]) -> dict[str, Any]:
-    """Draw every instance and write the benchmark's files into `out_dir` (the staging folder)."""
+    """Draw every instance; the benchmark's files (under `out_dir`) go into `files`, to be committed together."""
     train_templates, heldout_templates = templates
     rows: list[dict[str, Any]] = []
     instances: list[dict[str, Any]] = []
     for split, count in (("train", train_per_task), ("test", test_per_task)):
-        if not text_scenes:
-            (out_dir / "images" / split).mkdir(parents=True, exist_ok=True)
         for task in TASKS:
             for index in range(count):
                 example = draw_example(task, seed, split, index, image_size)
@@ -243,7 +249,9 @@ def _draw(out_dir: Path, info: dict[str, Any], *, seed: int, train_per_task: int
                 images = []
                 if not text_scenes:
                     images = [f"images/{split}/{task}-{index:05d}.png"]
-                    example.image.save(out_dir / images[0])
+                    png = io.BytesIO()
+                    example.image.save(png, format="PNG")
+                    files[out_dir / images[0]] = png.getvalue()
                 if split == "test":
                     instances.append({
                         "id": f"{task}/{index}", "task": task, "images": images, "fields": fields,
@@ -289,7 +297,7 @@ def _draw(out_dir: Path, info: dict[str, Any], *, seed: int, train_per_task: int
     }
     for name, data in (("train.json", rows), ("eval.json", eval_set), ("dataset_info.json", dataset_info),
                        ("manifest.json", manifest)):
-        (out_dir / name).write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+        files[out_dir / name] = json.dumps(data, indent=1, ensure_ascii=False)
     return manifest
 
 
@@ -312,30 +320,6 @@ def _existing_info(out_dir: Path, overwrite: bool) -> dict[str, Any]:
         raise InstrAugError(f"{out_dir}: already holds {', '.join(existing)}; pass --overwrite to replace "
                             "them, or choose another output directory")
     return {name: value for name, value in info.items() if name != DATASET_NAME}
-
-
-def _staging_dir(out_dir: Path) -> Path:
-    """An empty folder next to the files being made (inside `out_dir` when it exists, so renames stay on one disk)."""
-    base = out_dir if out_dir.is_dir() else out_dir.parent
-    try:
-        base.mkdir(parents=True, exist_ok=True)
-        staging = base / f".{out_dir.name}.instraug-tmp-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-    except OSError as exc:
-        raise InstrAugError(f"{out_dir}: cannot write the benchmark ({exc.strerror or exc})") from None
-    return staging
-
-
-def _publish(staging: Path, out_dir: Path) -> None:
-    """Move every file and folder of `staging` into `out_dir`, replacing the earlier ones."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for item in sorted(staging.iterdir()):
-        target = out_dir / item.name
-        if target.is_dir():
-            old = staging / f".old-{item.name}"
-            target.rename(old)
-        os.replace(item, target)
 
 
 def instantiate_pool(template_pool: Path, bench_dir: Path, out_dir: Path) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from instraug_plugin.core.errors import InstrAugError
-from instraug_plugin.core.rows import RowChecker, row_problem
+from instraug_plugin.core.rows import ABNORMAL, RowChecker, row_problem
 from instraug_plugin.core.sampling import Decision, InstructionRewriter, rewrite_messages
 from instraug_plugin.formats.entry import media_columns
 from instraug_plugin.formats.files import Row
@@ -131,8 +131,8 @@ class DatasetFormat(ABC):
         """Instruction texts per task for pregen: each row's first non-empty one, or all with `all_turns`.
 
         Invalid rows (`core.rows`; media files looked for under `media_root`, None: not checked) raise,
-        or with `skip_invalid` are skipped and counted by kind; rows LLaMA-Factory skips and rows
-        without an instruction are counted in `skipped_rows`.
+        or with `skip_invalid` are skipped and counted by kind; rows LLaMA-Factory skips (`abnormal`) are
+        always skipped and counted with them; rows without an instruction are counted in `skipped_rows`.
         """
         self.check_columns(rows)
         raw = RawSeeds()
@@ -141,7 +141,7 @@ class DatasetFormat(ABC):
             if not checker.ok(where, self.problem(row, where, media_root)):
                 continue
             if not self.accepts(row, where):
-                raw.skipped_rows += 1
+                checker.drop(ABNORMAL)
                 continue
             task = row_task(row, task_column, where)
             texts = [text for text in self.instructions(row, where, all_turns) if text.strip()]

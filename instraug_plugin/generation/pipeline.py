@@ -22,6 +22,7 @@ reject).
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +37,7 @@ from instraug_plugin.core.filters import Candidate, FidelityJudge, FilterChain, 
 from instraug_plugin.core.instances import INSTANCE, TEMPLATE, content_spec
 from instraug_plugin.core.language import language_of
 from instraug_plugin.core.placeholders import MaskedText, PlaceholderSpec
-from instraug_plugin.core.pool import POOL_FORMAT, SEED_STRATEGY, PoolRecord, write_pool
+from instraug_plugin.core.pool import POOL_FORMAT, SEED_STRATEGY, PoolRecord, check_pool_output, write_pool
 from instraug_plugin.core.replies import is_truncated
 from instraug_plugin.generation.prompts import MetaPrompt, prompts_for
 from instraug_plugin.inputs.base import SeedInstruction
@@ -45,6 +46,7 @@ from instraug_plugin.judges import load_judge
 STRATEGIES = ("single", "multi_temperature", "iterative")
 PLACEHOLDER_MODES = ("constrained", "mask")
 MULTI_TEMPERATURES = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
+MAX_TEMPERATURE = 5.0  # sampling temperatures above this are noise, and a typo more often than a choice
 EXTRACTION = "extraction"
 TRUNCATED = "truncated"
 CACHE_FILE = "cache.jsonl"
@@ -81,6 +83,20 @@ class PregenConfig:
             raise InstrAugError("length window: low must be below high")
         if not 0 <= self.filters.min_fidelity <= 1:
             raise InstrAugError(f"--min-fidelity must be in [0, 1] (0 turns the filter off); got {self.filters.min_fidelity}")
+        if not 0 <= self.filters.instance_min_fidelity <= 1:
+            raise InstrAugError(f"--instance-min-fidelity must be in [0, 1]; got {self.filters.instance_min_fidelity}")
+        for temperature in (self.temperature, *self.temperatures):
+            if not (math.isfinite(temperature) and 0 <= temperature <= MAX_TEMPERATURE):
+                raise InstrAugError(f"--temperature/--temperatures: expected a number in [0, {MAX_TEMPERATURE:g}], got {temperature}")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise InstrAugError(f"--top-p: expected a number in (0, 1], got {self.top_p}")
+        if not (math.isfinite(self.filters.length_low) and math.isfinite(self.filters.length_high)
+                and self.filters.length_low >= 0):
+            raise InstrAugError(f"--length-window: expected finite numbers >= 0, got {self.filters.length_low},{self.filters.length_high}")
+        if not (math.isfinite(self.filters.length_slack) and self.filters.length_slack >= 0):
+            raise InstrAugError(f"--length-slack: expected a finite number >= 0, got {self.filters.length_slack}")
+        if not 0 <= self.filters.near_duplicate_threshold <= 1:
+            raise InstrAugError(f"--near-duplicate: expected a number in [0, 1], got {self.filters.near_duplicate_threshold}")
 
     @property
     def sampling_temperatures(self) -> tuple[float, ...]:
@@ -432,6 +448,7 @@ def pregen_to_directory(
 ) -> PregenResult:
     """Run pregen with the cache `out_dir/cache.jsonl` (resumable) and write the pool there."""
     started = time.perf_counter()
+    check_pool_output(out_dir)
     cache = GenerationCache(out_dir / CACHE_FILE)
     result = run_pregen(seeds, backend, meta_prompts, config, cache, on_batch, judge, budgets)
     result.counts["total_seconds"] = round(time.perf_counter() - started, 2)

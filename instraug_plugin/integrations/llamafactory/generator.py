@@ -58,6 +58,26 @@ def _check_model_location(location: str, what: str) -> None:
         raise InstrAugError(f"{what} does not exist: {location}")
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+MODEL_WEIGHTS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.gguf")
+
+
+def _check_model_files(path: Path, adapter: bool) -> None:
+    """A local model folder holds what loading needs: a LoRA adapter its weights; a full model its
+    config, weights and tokenizer files. InstrAugError naming the folder and the missing file otherwise."""
+    if adapter:
+        if not any((path / name).is_file() for name in ADAPTER_WEIGHTS):
+            raise InstrAugError(f"{path}: LoRA adapter without its weights ({' or '.join(ADAPTER_WEIGHTS)})")
+        return
+    if not (path / "config.json").is_file():
+        raise InstrAugError(f"{path}: no config.json (not a model folder)")
+    if not any(any(path.glob(pattern)) for pattern in MODEL_WEIGHTS):
+        raise InstrAugError(f"{path}: no model weights (*.safetensors or *.bin)")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise InstrAugError(f"{path}: no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+
+
 def _read_adapter_config(path: Path) -> dict[str, Any]:
     """The adapter's config as a JSON object; InstrAugError (one line) otherwise."""
     config = read_json_object(path)
@@ -84,8 +104,13 @@ def resolve_model(model: str, *, template: str | None = None, base_model: str | 
         if not base:
             raise InstrAugError(f"adapter {model} names no base model; pass --base-model")
         _check_model_location(base, f"base model of adapter {model}")
+        _check_model_files(path, adapter=True)
+        if Path(base).expanduser().is_dir():
+            _check_model_files(Path(base).expanduser(), adapter=False)
     elif base_model is not None:
         raise InstrAugError(f"--base-model given but {model} is not a LoRA adapter (no {ADAPTER_CONFIG})")
+    elif path.is_dir():
+        _check_model_files(path, adapter=False)
     template = template or (_template_from_output_dir(path) if path.is_dir() else None)
     if template is None:
         raise InstrAugError(f"no template known for {model}; pass --template (the LLaMA-Factory template used in training)")
