@@ -172,21 +172,17 @@ def build_dataset(
     for index, (where, row) in enumerate(rows):
         if not checker.ok(where, dataset_format.problem(row, where, media_root)):
             continue
-        if not dataset_format.accepts(row, where):
-            if keep_abnormal:
-                for _ in range(copies):
-                    kept = copy.deepcopy(row)
-                    if moved:
-                        dataset_format.absolute_media(kept, media_root or source.root)
-                    out_rows.append(kept)
-                    counts["abnormal_copied"] += 1
-            else:
-                checker.drop(ABNORMAL)
+        accepted = dataset_format.accepts(row, where)
+        if not (accepted or keep_abnormal):
+            checker.drop(ABNORMAL)
             continue
-        task = None if task_column is None else row_task(row, task_column, where)
+        task = None if task_column is None or not accepted else row_task(row, task_column, where)
         for k in range(copies):
-            new, decision = dataset_format.rewrite(row, rewriter, task=task, epoch=k, index=index,
-                                                   all_turns=all_turns, where=where)
+            if accepted:
+                new, decision = dataset_format.rewrite(row, rewriter, task=task, epoch=k, index=index,
+                                                       all_turns=all_turns, where=where)
+            else:  # --keep-abnormal: copied unchanged (LLaMA-Factory skips it at training time)
+                new, decision = copy.deepcopy(row), "abnormal_copied"
             if moved:
                 dataset_format.absolute_media(new, media_root or source.root)
             out_rows.append(new)

@@ -3,10 +3,11 @@ tuned to the held-out wordings, and its pool files are exactly its source."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
+
+from benchmark_scripts import load_benchmark
 
 from instraug_plugin.core.pool import normalize, read_records
 
@@ -16,11 +17,7 @@ TEMPLATES = ROOT / "templates" / "benchmark"
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("hand_pool", ROOT / "benchmarks" / "hand_pool.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("hand_pool")
 
 
 def _source() -> dict[str, dict[str, list[str]]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -10,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 from instraug_plugin.core.pool import Pool, PoolRecord, write_pool
 from instraug_plugin.core.sampling import InstructionRewriter
@@ -42,11 +42,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("robustness_effect", ROOT / "benchmarks" / "robustness_effect.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("robustness_effect")
 
 
 def _objects(scene: str) -> list[tuple[str, str]]:
